@@ -1,0 +1,624 @@
+//! The verification policy: what a valid login token looks like.
+//!
+//! One schema serves three places with the same key names: the daemon's TOML file, the `config:`
+//! mapping of the Synapse module in homeserver.yaml (handed over as JSON by the Python shim), and
+//! the NixOS `settings`. Both layouts of the original Python module are accepted: the 0.3.x flat
+//! keys at the top level and the 0.4+ nested `jwt:` section.
+//!
+//! Parsing never stops at the first problem: every unknown key, wrong type and invalid value is
+//! collected, so an admin fixes the whole file in one go.
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use jsonwebtoken::Algorithm;
+use serde_json::{Map, Value};
+
+use crate::keys::{KeySource, VerificationKey};
+
+/// Default accepted algorithm, as in the original module.
+pub const DEFAULT_ALGORITHM: Algorithm = Algorithm::HS512;
+/// Default clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
+pub const DEFAULT_LEEWAY_SECONDS: u64 = 60;
+/// Largest accepted `leeway_seconds`: more than a day means expiry is effectively off.
+pub const MAX_LEEWAY_SECONDS: u64 = 86_400;
+
+/// Every key of the policy, with the legacy spelling `require_expiracy`.
+const POLICY_KEYS: &[&str] = &[
+    "secret",
+    "secret_file",
+    "secret_credential",
+    "keyfile",
+    "keyfile_credential",
+    "key_id",
+    "algorithm",
+    "require_expiry",
+    "require_expiracy",
+    "leeway_seconds",
+    "issuer",
+    "audiences",
+    "allow_registration",
+    "subject_claim",
+    "displayname_claim",
+    "admin_claim",
+    "update_displayname_on_login",
+    "allow_weak_secret",
+];
+
+/// Sections of the original module's 0.4+ layout that this project does not implement.
+const UNSUPPORTED_SECTIONS: &[&str] = &["oidc", "oauth", "epa"];
+
+/// The validated policy, with the key material loaded.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The key that verifies signatures, bound to the accepted algorithms.
+    pub key: VerificationKey,
+    /// Algorithms accepted in the token header; all of them match the key's type.
+    pub algorithms: Vec<Algorithm>,
+    /// Reject tokens without `exp`.
+    pub require_expiry: bool,
+    /// Tolerated clock skew for `exp`, `nbf` and `iat`, in seconds.
+    pub leeway_seconds: u64,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Accepted `aud` values; when non-empty the token must name one of them.
+    pub audiences: Vec<String>,
+    /// Whether a valid token for an unknown user creates the account.
+    pub allow_registration: bool,
+    /// The claim that names the user.
+    pub subject_claim: String,
+    /// The claim that carries the display name.
+    pub displayname_claim: String,
+    /// The claim that promotes or demotes the user to server admin.
+    pub admin_claim: String,
+    /// Whether the display name claim is applied on every login, not only at registration.
+    pub update_displayname_on_login: bool,
+    /// Required `kid` header value, when set.
+    pub key_id: Option<String>,
+}
+
+/// Where a configuration came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A file on disk.
+    File(PathBuf),
+    /// Something else, described in words (for example "the module config in homeserver.yaml").
+    Other(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "`{}`", path.display()),
+            Self::Other(what) => f.write_str(what),
+        }
+    }
+}
+
+/// One thing wrong with a configuration, tied to the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted path of the key, e.g. `jwt.secret` or `server.listen`.
+    pub key: String,
+    /// What is wrong and, when possible, how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}`: {}", self.key, self.message)
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration file `{}`", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("configuration file `{}` is not valid TOML: {message}", path.display())]
+    Syntax { path: PathBuf, message: String },
+    /// The document parsed but its content is invalid.
+    #[error("invalid configuration in {origin}: {}", join_problems(problems))]
+    Invalid {
+        origin: Origin,
+        problems: Vec<Problem>,
+    },
+}
+
+impl ConfigError {
+    /// The individual problems, for callers that want to show them one per line.
+    #[must_use]
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            Self::Invalid { problems, .. } => problems,
+            _ => &[],
+        }
+    }
+}
+
+fn join_problems(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A parsed configuration document: the policy and the sections that belong to its host
+/// (`server` for the daemon, `verifier` for the Synapse module), left for the host to read.
+#[derive(Debug, Clone)]
+pub struct Document {
+    pub policy: Config,
+    pub sections: Map<String, Value>,
+}
+
+/// Reads a TOML file into JSON values, so that TOML and homeserver.yaml share one code path.
+pub fn read_toml_file(path: &Path) -> Result<Value, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let table: toml::Table = toml::from_str(&text).map_err(|err| ConfigError::Syntax {
+        path: path.to_owned(),
+        message: err.message().to_owned() + &line_hint(&text, err.span()),
+    })?;
+    serde_json::to_value(table).map_err(|err| ConfigError::Syntax {
+        path: path.to_owned(),
+        message: err.to_string(),
+    })
+}
+
+fn line_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    span.map(|span| {
+        let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+        format!(" (line {line})")
+    })
+    .unwrap_or_default()
+}
+
+impl Document {
+    /// Validates a whole document. `host_sections` names the top-level tables that belong to the
+    /// caller rather than to the policy; any other unknown key is an error.
+    pub fn from_value(
+        value: Value,
+        host_sections: &[&str],
+        origin: Origin,
+    ) -> Result<Self, ConfigError> {
+        let mut problems = Vec::new();
+        let invalid = |problems| ConfigError::Invalid {
+            origin: origin.clone(),
+            problems,
+        };
+        let Value::Object(mut top) = value else {
+            return Err(invalid(vec![Problem {
+                key: "(top level)".into(),
+                message: "expected a mapping of configuration keys".into(),
+            }]));
+        };
+
+        let mut sections = Map::new();
+        for name in host_sections {
+            if let Some(section) = top.remove(*name) {
+                sections.insert((*name).to_owned(), section);
+            }
+        }
+
+        // Both layouts: flat keys at the top, or everything under `jwt`.
+        let (policy_map, prefix) = match top.remove("jwt") {
+            Some(Value::Object(jwt)) => {
+                for key in top.keys() {
+                    problems.push(unknown_top_level(key, true));
+                }
+                (jwt, "jwt.")
+            }
+            Some(_) => {
+                problems.push(Problem {
+                    key: "jwt".into(),
+                    message: "expected a mapping".into(),
+                });
+                (Map::new(), "jwt.")
+            }
+            None => (top, ""),
+        };
+
+        let policy = parse_policy(&policy_map, prefix, &mut problems);
+        match policy {
+            Some(policy) if problems.is_empty() => Ok(Self { policy, sections }),
+            _ => Err(invalid(problems)),
+        }
+    }
+}
+
+fn unknown_top_level(key: &str, jwt_layout: bool) -> Problem {
+    let message = if UNSUPPORTED_SECTIONS.contains(&key) {
+        "this section of the original module is not supported: only JWT login is".to_owned()
+    } else if jwt_layout && POLICY_KEYS.contains(&key) {
+        "belongs inside the `jwt` section when that section is used".to_owned()
+    } else {
+        format!("unknown key; known keys are {}", POLICY_KEYS.join(", "))
+    };
+    Problem {
+        key: key.to_owned(),
+        message,
+    }
+}
+
+/// Typed access to a JSON map that records a problem for every wrong value.
+struct Reader<'a> {
+    map: &'a Map<String, Value>,
+    prefix: &'a str,
+    problems: &'a mut Vec<Problem>,
+}
+
+impl Reader<'_> {
+    fn problem(&mut self, key: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: format!("{}{key}", self.prefix),
+            message: message.into(),
+        });
+    }
+
+    fn string(&mut self, key: &str) -> Option<String> {
+        match self.map.get(key)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Null => None,
+            other => {
+                self.problem(key, format!("expected a string, found {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    fn non_empty_string(&mut self, key: &str) -> Option<String> {
+        let value = self.string(key)?;
+        if value.is_empty() {
+            self.problem(key, "must not be empty");
+            return None;
+        }
+        Some(value)
+    }
+
+    fn bool(&mut self, key: &str) -> Option<bool> {
+        match self.map.get(key)? {
+            Value::Bool(b) => Some(*b),
+            Value::Null => None,
+            other => {
+                self.problem(key, format!("expected true or false, found {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    fn u64(&mut self, key: &str) -> Option<u64> {
+        match self.map.get(key)? {
+            Value::Number(n) if n.as_u64().is_some() => n.as_u64(),
+            Value::Null => None,
+            other => {
+                self.problem(
+                    key,
+                    format!("expected a whole number of seconds, found {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    /// A string or a list of strings.
+    fn strings(&mut self, key: &str) -> Option<Vec<String>> {
+        match self.map.get(key)? {
+            Value::String(s) => Some(vec![s.clone()]),
+            Value::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for item in items {
+                    match item {
+                        Value::String(s) => out.push(s.clone()),
+                        other => {
+                            self.problem(
+                                key,
+                                format!("expected a list of strings, found {} in it", kind(other)),
+                            );
+                            return None;
+                        }
+                    }
+                }
+                Some(out)
+            }
+            Value::Null => None,
+            other => {
+                self.problem(
+                    key,
+                    format!("expected a string or a list of strings, found {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// Describes a JSON value's type for error messages, without echoing it (it may be a secret).
+pub(crate) fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() => "a decimal number",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+fn parse_policy(
+    map: &Map<String, Value>,
+    prefix: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<Config> {
+    let mut r = Reader {
+        map,
+        prefix,
+        problems,
+    };
+    let mut unknown: Vec<String> = map
+        .keys()
+        .filter(|k| !POLICY_KEYS.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    unknown.sort();
+    for key in unknown {
+        let Problem { message, .. } = unknown_top_level(&key, false);
+        r.problem(&key, message);
+    }
+
+    let algorithms = parse_algorithms(&mut r);
+    let require_expiry = match (r.bool("require_expiry"), r.bool("require_expiracy")) {
+        (Some(a), Some(b)) if a != b => {
+            r.problem(
+                "require_expiracy",
+                "contradicts `require_expiry`; keep only `require_expiry`",
+            );
+            a
+        }
+        (Some(a), _) | (None, Some(a)) => a,
+        (None, None) => true,
+    };
+    let leeway_seconds = r.u64("leeway_seconds").unwrap_or(DEFAULT_LEEWAY_SECONDS);
+    if leeway_seconds > MAX_LEEWAY_SECONDS {
+        r.problem(
+            "leeway_seconds",
+            format!("{leeway_seconds} is more than the maximum of {MAX_LEEWAY_SECONDS} (one day)"),
+        );
+    }
+    let issuer = r.non_empty_string("issuer");
+    let audiences = r.strings("audiences").unwrap_or_default();
+    if audiences.iter().any(String::is_empty) {
+        r.problem("audiences", "must not contain an empty string");
+    }
+    let allow_registration = r.bool("allow_registration").unwrap_or(false);
+    let subject_claim = r
+        .non_empty_string("subject_claim")
+        .unwrap_or_else(|| "sub".into());
+    let displayname_claim = r
+        .non_empty_string("displayname_claim")
+        .unwrap_or_else(|| "displayname".into());
+    let admin_claim = r
+        .non_empty_string("admin_claim")
+        .unwrap_or_else(|| "admin".into());
+    let update_displayname_on_login = r.bool("update_displayname_on_login").unwrap_or(true);
+    let allow_weak_secret = r.bool("allow_weak_secret").unwrap_or(false);
+    let key_id = r.non_empty_string("key_id");
+
+    let source = parse_key_source(&mut r);
+    let (Some(source), Some(algorithms)) = (source, algorithms) else {
+        return None;
+    };
+    let key = match VerificationKey::load(&source, &algorithms, allow_weak_secret) {
+        Ok(key) => key,
+        Err(err) => {
+            r.problem(source.config_key(), err.to_string());
+            return None;
+        }
+    };
+    Some(Config {
+        key,
+        algorithms,
+        require_expiry,
+        leeway_seconds,
+        issuer,
+        audiences,
+        allow_registration,
+        subject_claim,
+        displayname_claim,
+        admin_claim,
+        update_displayname_on_login,
+        key_id,
+    })
+}
+
+fn parse_algorithms(r: &mut Reader<'_>) -> Option<Vec<Algorithm>> {
+    let Some(names) = r.strings("algorithm") else {
+        return (!r.map.contains_key("algorithm") || r.map["algorithm"].is_null())
+            .then(|| vec![DEFAULT_ALGORITHM]);
+    };
+    if names.is_empty() {
+        r.problem("algorithm", "must name at least one algorithm");
+        return None;
+    }
+    let mut algorithms = Vec::with_capacity(names.len());
+    for name in &names {
+        if name.eq_ignore_ascii_case("none") {
+            r.problem("algorithm", "`none` (unsigned tokens) is never accepted");
+            return None;
+        }
+        match name.parse::<Algorithm>() {
+            Ok(alg) if !algorithms.contains(&alg) => algorithms.push(alg),
+            Ok(_) => {}
+            Err(_) => {
+                r.problem(
+                    "algorithm",
+                    format!(
+                        "`{name}` is not supported; use one of HS256, HS384, HS512, RS256, RS384, \
+                         RS512, PS256, PS384, PS512, ES256, ES384, EdDSA"
+                    ),
+                );
+                return None;
+            }
+        }
+    }
+    Some(algorithms)
+}
+
+fn parse_key_source(r: &mut Reader<'_>) -> Option<KeySource> {
+    let candidates = [
+        r.string("secret").map(KeySource::Secret),
+        r.non_empty_string("secret_file")
+            .map(|p| KeySource::SecretFile(p.into())),
+        r.non_empty_string("secret_credential")
+            .map(KeySource::SecretCredential),
+        r.non_empty_string("keyfile")
+            .map(|p| KeySource::Keyfile(p.into())),
+        r.non_empty_string("keyfile_credential")
+            .map(KeySource::KeyfileCredential),
+    ];
+    let mut given: Vec<KeySource> = candidates.into_iter().flatten().collect();
+    match given.len() {
+        1 => given.pop(),
+        0 => {
+            // Report the missing key only when nothing else went wrong with the key settings.
+            r.problem(
+                "secret",
+                "no key configured: set exactly one of `secret`, `secret_file`, \
+                 `secret_credential`, `keyfile` or `keyfile_credential`",
+            );
+            None
+        }
+        _ => {
+            let names: Vec<_> = given.iter().map(|s| format!("`{}`", s.config_key())).collect();
+            r.problem(
+                given[1].config_key(),
+                format!(
+                    "only one key source may be set, found {}",
+                    names.join(" and ")
+                ),
+            );
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const SECRET64: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn parse(value: Value) -> Result<Document, ConfigError> {
+        Document::from_value(value, &["server"], Origin::Other("test".into()))
+    }
+
+    fn problem_keys(err: &ConfigError) -> Vec<&str> {
+        err.problems().iter().map(|p| p.key.as_str()).collect()
+    }
+
+    #[test]
+    fn config_accepts_flat_layout_with_defaults() {
+        let doc = parse(json!({ "secret": SECRET64 })).expect("valid");
+        let c = doc.policy;
+        assert_eq!(c.algorithms, vec![Algorithm::HS512]);
+        assert!(c.require_expiry);
+        assert_eq!(c.leeway_seconds, 60);
+        assert!(!c.allow_registration);
+        assert_eq!(c.subject_claim, "sub");
+        assert_eq!(c.displayname_claim, "displayname");
+        assert_eq!(c.admin_claim, "admin");
+        assert!(c.update_displayname_on_login);
+    }
+
+    #[test]
+    fn config_accepts_nested_jwt_layout_and_legacy_spelling() {
+        let doc = parse(json!({
+            "jwt": { "secret": SECRET64, "require_expiracy": false, "allow_registration": true }
+        }))
+        .expect("valid");
+        assert!(!doc.policy.require_expiry);
+        assert!(doc.policy.allow_registration);
+    }
+
+    #[test]
+    fn config_keeps_host_sections() {
+        let doc = parse(json!({ "secret": SECRET64, "server": { "listen": ["unix:/x"] } }))
+            .expect("valid");
+        assert_eq!(doc.sections["server"]["listen"][0], "unix:/x");
+    }
+
+    #[test]
+    fn config_rejects_unknown_and_unsupported_keys_all_at_once() {
+        let err = parse(json!({
+            "secret": SECRET64, "algorithms": "HS256", "require_expiry": "yes"
+        }))
+        .expect_err("invalid");
+        assert_eq!(problem_keys(&err), ["algorithms", "require_expiry"]);
+        let err = parse(json!({ "jwt": { "secret": SECRET64 }, "oidc": {} })).expect_err("invalid");
+        assert_eq!(problem_keys(&err), ["oidc"]);
+        assert!(err.to_string().contains("not supported"), "{err}");
+    }
+
+    #[test]
+    fn config_rejects_weak_secret_unless_allowed() {
+        let err = parse(json!({ "secret": "short" })).expect_err("weak");
+        assert_eq!(problem_keys(&err), ["secret"]);
+        assert!(err.to_string().contains("64 bytes"), "{err}");
+        assert!(!err.to_string().contains("short"), "secret echoed: {err}");
+        parse(json!({ "secret": "short", "allow_weak_secret": true })).expect("allowed");
+    }
+
+    #[test]
+    fn config_rejects_alg_none_and_unknown_alg() {
+        let err = parse(json!({ "secret": SECRET64, "algorithm": "none" })).expect_err("none");
+        assert!(err.to_string().contains("never accepted"), "{err}");
+        let err = parse(json!({ "secret": SECRET64, "algorithm": "HS1024" })).expect_err("bad");
+        assert_eq!(problem_keys(&err), ["algorithm"]);
+    }
+
+    #[test]
+    fn config_rejects_two_key_sources_and_none() {
+        let err = parse(json!({ "secret": SECRET64, "keyfile": "/k.pem" })).expect_err("two");
+        assert_eq!(problem_keys(&err), ["keyfile"]);
+        let err = parse(json!({ "allow_registration": true })).expect_err("none");
+        assert_eq!(problem_keys(&err), ["secret"]);
+    }
+
+    #[test]
+    fn config_rejects_flat_key_beside_jwt_section() {
+        let err = parse(json!({ "jwt": { "secret": SECRET64 }, "allow_registration": true }))
+            .expect_err("mixed");
+        assert_eq!(problem_keys(&err), ["allow_registration"]);
+        assert!(err.to_string().contains("inside the `jwt` section"), "{err}");
+    }
+
+    #[test]
+    fn config_names_nested_key_paths() {
+        let err = parse(json!({ "jwt": { "secret": SECRET64, "leeway_seconds": -1 } }))
+            .expect_err("negative");
+        assert_eq!(problem_keys(&err), ["jwt.leeway_seconds"]);
+    }
+
+    #[test]
+    fn config_error_names_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "secret = \n").expect("write");
+        let err = read_toml_file(&path).expect_err("syntax");
+        let text = err.to_string();
+        assert!(text.contains("bad.toml") && text.contains("line 1"), "{text}");
+    }
+}

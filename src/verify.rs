@@ -1,0 +1,378 @@
+//! Verifying one login token against the policy.
+//!
+//! The steps run in a fixed order and the first failure decides the reason code: size and
+//! shape, header (algorithm allow-list, `crit`, `kid`), signature, then claims. Nothing of the
+//! payload is trusted before the signature has been checked.
+
+use std::fmt;
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use jsonwebtoken::Algorithm;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::{
+    config::Config,
+    subject::{self, UserError},
+};
+
+/// Longest accepted token, in bytes. Real login tokens are well under 2 KiB; the bound keeps
+/// hostile input from costing base64 and JSON work.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Longest display name Synapse stores.
+const MAX_DISPLAYNAME_CHARS: usize = 256;
+
+/// Why a token was refused. The codes are stable: logs, the daemon API and the Python shim use
+/// them, and admins grep for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// Not three base64url segments with a JSON header and payload.
+    MalformedToken,
+    /// Longer than [`MAX_TOKEN_BYTES`].
+    TokenTooLarge,
+    /// The header names an algorithm that is not configured (including `none`).
+    AlgorithmNotAllowed,
+    /// The header has a `crit` parameter; no extensions are understood.
+    UnsupportedHeader,
+    /// `kid` does not name the configured key.
+    UnknownKeyId,
+    /// The signature does not verify with the configured key.
+    BadSignature,
+    /// `exp`, `nbf` or `iat` is not a number.
+    MalformedClaim,
+    /// No `exp` while `require_expiry` is on.
+    MissingExpiry,
+    /// `exp` is in the past (beyond the leeway).
+    Expired,
+    /// `nbf` is in the future (beyond the leeway).
+    NotYetValid,
+    /// `iat` is in the future (beyond the leeway).
+    IssuedInFuture,
+    /// `iss` is missing or not the configured issuer.
+    WrongIssuer,
+    /// `aud` is missing or names none of the configured audiences.
+    WrongAudience,
+    /// The subject claim is missing, not a string, or not a valid user.
+    InvalidSubject,
+    /// The login identifier is not a valid user.
+    InvalidUser,
+    /// A full user id of another homeserver, in the subject or the identifier.
+    ForeignServer,
+    /// The subject and the login identifier name different users.
+    SubjectMismatch,
+    /// `type: chatbox` but the localpart does not end in a UUID.
+    ChatboxLocalpart,
+    /// The admin claim is present but not a JSON boolean.
+    InvalidAdminClaim,
+    /// The display name claim is present but not a string of at most 256 characters.
+    InvalidDisplayname,
+}
+
+impl RejectReason {
+    /// The stable machine-readable code, e.g. `expired`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MalformedToken => "malformed_token",
+            Self::TokenTooLarge => "token_too_large",
+            Self::AlgorithmNotAllowed => "algorithm_not_allowed",
+            Self::UnsupportedHeader => "unsupported_header",
+            Self::UnknownKeyId => "unknown_key_id",
+            Self::BadSignature => "bad_signature",
+            Self::MalformedClaim => "malformed_claim",
+            Self::MissingExpiry => "missing_expiry",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::IssuedInFuture => "issued_in_future",
+            Self::WrongIssuer => "wrong_issuer",
+            Self::WrongAudience => "wrong_audience",
+            Self::InvalidSubject => "invalid_subject",
+            Self::InvalidUser => "invalid_user",
+            Self::ForeignServer => "foreign_server",
+            Self::SubjectMismatch => "subject_mismatch",
+            Self::ChatboxLocalpart => "chatbox_localpart",
+            Self::InvalidAdminClaim => "invalid_admin_claim",
+            Self::InvalidDisplayname => "invalid_displayname",
+        }
+    }
+
+    /// Every reason, for documentation and tests.
+    pub const ALL: [Self; 20] = [
+        Self::MalformedToken,
+        Self::TokenTooLarge,
+        Self::AlgorithmNotAllowed,
+        Self::UnsupportedHeader,
+        Self::UnknownKeyId,
+        Self::BadSignature,
+        Self::MalformedClaim,
+        Self::MissingExpiry,
+        Self::Expired,
+        Self::NotYetValid,
+        Self::IssuedInFuture,
+        Self::WrongIssuer,
+        Self::WrongAudience,
+        Self::InvalidSubject,
+        Self::InvalidUser,
+        Self::ForeignServer,
+        Self::SubjectMismatch,
+        Self::ChatboxLocalpart,
+        Self::InvalidAdminClaim,
+        Self::InvalidDisplayname,
+    ];
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refused token: the reason, and what the header said (for the audit log) when it could be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("token rejected: {reason}")]
+pub struct Rejection {
+    pub reason: RejectReason,
+    pub alg: Option<String>,
+    pub kid: Option<String>,
+}
+
+/// An accepted token: who logs in and what the module should apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// `@localpart:server_name`, with the localpart lowercased. Synapse's stored spelling may differ;
+    /// the module asks Synapse for the canonical id.
+    pub user_id: String,
+    /// The lowercase localpart, used when registering.
+    pub localpart: String,
+    /// Whether the user may be created if missing (`allow_registration`).
+    pub may_register: bool,
+    /// Promote (`true`) or demote (`false`) the user; `None` leaves admin status alone.
+    pub admin: Option<bool>,
+    /// Display name from the token, if any.
+    pub displayname: Option<String>,
+    /// Whether to apply `displayname` on logins of existing users too.
+    pub update_displayname_on_login: bool,
+    /// The token's algorithm.
+    pub alg: String,
+    /// The token's `kid`, if any.
+    pub kid: Option<String>,
+}
+
+type Checked = (Header, Algorithm, Map<String, Value>);
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    crit: Option<Value>,
+}
+
+/// Verifies tokens against one policy. Cheap to share between threads.
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    config: Config,
+}
+
+impl Verifier {
+    /// Makes a verifier for a validated policy.
+    #[must_use]
+    pub fn new(config: Config) -> Self {
+        crate::install_crypto_provider();
+        Self { config }
+    }
+
+    /// The policy this verifier enforces.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Verifies `token` for a login as `identifier_user` (a localpart or a full user id) on the
+    /// homeserver `server_name`, at `now` seconds since the Unix epoch.
+    pub fn verify(
+        &self,
+        token: &str,
+        identifier_user: &str,
+        server_name: &str,
+        now: u64,
+    ) -> Result<Verdict, Rejection> {
+        let (header, alg, claims) = self.check_token(token).map_err(|(reason, header)| {
+            let (alg, kid) = header.map_or((None, None), |h| (Some(h.alg), h.kid));
+            Rejection { reason, alg, kid }
+        })?;
+        match self.check_claims(alg, &claims, identifier_user, server_name, now) {
+            Ok(verdict) => Ok(Verdict {
+                kid: header.kid,
+                ..verdict
+            }),
+            Err(reason) => Err(Rejection {
+                reason,
+                alg: Some(header.alg),
+                kid: header.kid,
+            }),
+        }
+    }
+
+    /// Shape, header and signature. Returns the header, algorithm and the verified claims.
+    fn check_token(&self, token: &str) -> Result<Checked, (RejectReason, Option<Header>)> {
+        let (header, alg, payload_b64) = self.check_signature(token)?;
+        let payload = URL_SAFE_NO_PAD
+            .decode(payload_b64)
+            .map_err(|_| (RejectReason::MalformedToken, None))?;
+        match serde_json::from_slice::<Value>(&payload) {
+            Ok(Value::Object(claims)) => Ok((header, alg, claims)),
+            _ => Err((RejectReason::MalformedToken, Some(header))),
+        }
+    }
+
+    /// Checks only shape, header and signature, as a JWS: the payload need not be JWT claims.
+    /// Conformance tests (Wycheproof JWS vectors) use this; logins use [`Self::verify`].
+    pub fn verify_signature(&self, token: &str) -> Result<(), RejectReason> {
+        self.check_signature(token).map(drop).map_err(|(reason, _)| reason)
+    }
+
+    fn check_signature<'t>(
+        &self,
+        token: &'t str,
+    ) -> Result<(Header, Algorithm, &'t str), (RejectReason, Option<Header>)> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err((RejectReason::TokenTooLarge, None));
+        }
+        let malformed = || (RejectReason::MalformedToken, None);
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(malformed());
+        };
+        let header_json = URL_SAFE_NO_PAD.decode(header_b64).map_err(|_| malformed())?;
+        let header: Header = serde_json::from_slice(&header_json).map_err(|_| malformed())?;
+
+        // Exactly the configured algorithms; `none` and unknown names never parse into one.
+        let Some(alg) = header
+            .alg
+            .parse::<Algorithm>()
+            .ok()
+            .filter(|alg| self.config.algorithms.contains(alg))
+        else {
+            return Err((RejectReason::AlgorithmNotAllowed, Some(header)));
+        };
+        if header.crit.is_some() {
+            return Err((RejectReason::UnsupportedHeader, Some(header)));
+        }
+        if let Some(expected) = &self.config.key_id {
+            if header.kid.as_deref() != Some(expected.as_str()) {
+                return Err((RejectReason::UnknownKeyId, Some(header)));
+            }
+        }
+
+        let message_len = header_b64.len() + 1 + payload_b64.len();
+        let signed = &token.as_bytes()[..message_len];
+        // HMAC comparison inside aws-lc is constant-time.
+        match jsonwebtoken::crypto::verify(signature_b64, signed, &self.config.key.decoding, alg) {
+            Ok(true) => {}
+            Ok(false) | Err(_) => return Err((RejectReason::BadSignature, Some(header))),
+        }
+        Ok((header, alg, payload_b64))
+    }
+
+    fn check_claims(
+        &self,
+        alg: Algorithm,
+        claims: &Map<String, Value>,
+        identifier_user: &str,
+        server_name: &str,
+        now: u64,
+    ) -> Result<Verdict, RejectReason> {
+        let c = &self.config;
+        let now = now as f64;
+        let leeway = c.leeway_seconds as f64;
+
+        match numeric_date(claims, "exp")? {
+            None if c.require_expiry => return Err(RejectReason::MissingExpiry),
+            Some(exp) if now >= exp + leeway => return Err(RejectReason::Expired),
+            _ => {}
+        }
+        if numeric_date(claims, "nbf")?.is_some_and(|nbf| nbf > now + leeway) {
+            return Err(RejectReason::NotYetValid);
+        }
+        if numeric_date(claims, "iat")?.is_some_and(|iat| iat > now + leeway) {
+            return Err(RejectReason::IssuedInFuture);
+        }
+        if let Some(issuer) = &c.issuer {
+            if claims.get("iss").and_then(Value::as_str) != Some(issuer.as_str()) {
+                return Err(RejectReason::WrongIssuer);
+            }
+        }
+        if !c.audiences.is_empty() && !audience_matches(claims.get("aud"), &c.audiences) {
+            return Err(RejectReason::WrongAudience);
+        }
+
+        let subject = claims
+            .get(&c.subject_claim)
+            .and_then(Value::as_str)
+            .ok_or(RejectReason::InvalidSubject)?;
+        let localpart = subject::localpart(subject, server_name).map_err(|e| match e {
+            UserError::Invalid => RejectReason::InvalidSubject,
+            UserError::ForeignServer => RejectReason::ForeignServer,
+        })?;
+        let identified = subject::localpart(identifier_user, server_name).map_err(|e| match e {
+            UserError::Invalid => RejectReason::InvalidUser,
+            UserError::ForeignServer => RejectReason::ForeignServer,
+        })?;
+        if identified != localpart {
+            return Err(RejectReason::SubjectMismatch);
+        }
+        if claims.get("type").and_then(Value::as_str) == Some("chatbox")
+            && !subject::ends_with_uuid(&localpart)
+        {
+            return Err(RejectReason::ChatboxLocalpart);
+        }
+
+        let admin = match claims.get(&c.admin_claim) {
+            None => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => return Err(RejectReason::InvalidAdminClaim),
+        };
+        let displayname = match claims.get(&c.displayname_claim) {
+            None => None,
+            Some(Value::String(s)) if s.chars().count() <= MAX_DISPLAYNAME_CHARS => Some(s.clone()),
+            Some(_) => return Err(RejectReason::InvalidDisplayname),
+        };
+
+        Ok(Verdict {
+            user_id: format!("@{localpart}:{server_name}"),
+            localpart,
+            may_register: c.allow_registration,
+            admin,
+            displayname,
+            update_displayname_on_login: c.update_displayname_on_login,
+            alg: format!("{alg:?}"),
+            kid: None,
+        })
+    }
+}
+
+/// A NumericDate claim (RFC 7519 section 2): a JSON number, possibly non-integer.
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, RejectReason> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => n.as_f64().map(Some).ok_or(RejectReason::MalformedClaim),
+        Some(_) => Err(RejectReason::MalformedClaim),
+    }
+}
+
+fn audience_matches(aud: Option<&Value>, accepted: &[String]) -> bool {
+    match aud {
+        Some(Value::String(a)) => accepted.iter().any(|x| x == a),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|a| accepted.iter().any(|x| x == a)),
+        _ => false,
+    }
+}
