@@ -232,7 +232,11 @@ impl Verifier {
     /// Checks only shape, header and signature, as a JWS: the payload need not be JWT claims.
     /// Conformance tests (Wycheproof JWS vectors) use this; logins use [`Self::verify`].
     pub fn verify_signature(&self, token: &str) -> Result<(), RejectReason> {
-        self.check_signature(token).map(drop).map_err(|(reason, _)| reason)
+        let (_, _, payload_b64) = self.check_signature(token).map_err(|(reason, _)| reason)?;
+        URL_SAFE_NO_PAD
+            .decode(payload_b64)
+            .map(drop)
+            .map_err(|_| RejectReason::MalformedToken)
     }
 
     fn check_signature<'t>(
