@@ -55,6 +55,8 @@ const UNSUPPORTED_SECTIONS: &[&str] = &["oidc", "oauth", "epa"];
 pub struct Config {
     /// The key that verifies signatures, bound to the accepted algorithms.
     pub key: VerificationKey,
+    /// Where the key came from (for `check-config` and `mint`; never the secret itself in output).
+    pub key_source: KeySource,
     /// Algorithms accepted in the token header; all of them match the key's type.
     pub algorithms: Vec<Algorithm>,
     /// Reject tokens without `exp`.
@@ -77,6 +79,45 @@ pub struct Config {
     pub update_displayname_on_login: bool,
     /// Required `kid` header value, when set.
     pub key_id: Option<String>,
+}
+
+impl Config {
+    /// The effective policy as a JSON object, in the configuration's own key names, with the
+    /// secret replaced by its length. What `check-config` prints.
+    #[must_use]
+    pub fn redacted(&self) -> Value {
+        let mut out = Map::new();
+        let key = match &self.key_source {
+            KeySource::Secret(s) => Value::String(format!("<redacted: {} bytes>", s.len())),
+            KeySource::SecretFile(p) | KeySource::Keyfile(p) => p.display().to_string().into(),
+            KeySource::SecretCredential(n) | KeySource::KeyfileCredential(n) => n.clone().into(),
+        };
+        out.insert(self.key_source.config_key().into(), key);
+        let algorithms: Vec<Value> = self
+            .algorithms
+            .iter()
+            .map(|a| Value::String(format!("{a:?}")))
+            .collect();
+        out.insert("algorithm".into(), algorithms.into());
+        if let Some(kid) = &self.key_id {
+            out.insert("key_id".into(), kid.clone().into());
+        }
+        out.insert("require_expiry".into(), self.require_expiry.into());
+        out.insert("leeway_seconds".into(), self.leeway_seconds.into());
+        if let Some(issuer) = &self.issuer {
+            out.insert("issuer".into(), issuer.clone().into());
+        }
+        out.insert("audiences".into(), self.audiences.clone().into());
+        out.insert("allow_registration".into(), self.allow_registration.into());
+        out.insert("subject_claim".into(), self.subject_claim.clone().into());
+        out.insert("displayname_claim".into(), self.displayname_claim.clone().into());
+        out.insert("admin_claim".into(), self.admin_claim.clone().into());
+        out.insert(
+            "update_displayname_on_login".into(),
+            self.update_displayname_on_login.into(),
+        );
+        Value::Object(out)
+    }
 }
 
 /// Where a configuration came from, for error messages.
@@ -428,6 +469,7 @@ fn parse_policy(
     };
     Some(Config {
         key,
+        key_source: source,
         algorithms,
         require_expiry,
         leeway_seconds,

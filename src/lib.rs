@@ -13,6 +13,13 @@ pub mod keys;
 mod subject;
 pub mod verify;
 
+#[cfg(feature = "daemon")]
+pub mod server;
+#[cfg(feature = "daemon")]
+pub mod systemd;
+#[cfg(feature = "daemon")]
+pub mod telemetry;
+
 
 pub use config::{Config, ConfigError, Document, Origin};
 pub use jsonwebtoken::Algorithm;

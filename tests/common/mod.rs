@@ -85,3 +85,11 @@ pub fn hmac(bits: u16, secret: &[u8], message: &[u8]) -> Vec<u8> {
     };
     hmac::sign(&hmac::Key::new(alg, secret), message).as_ref().to_vec()
 }
+
+#[cfg(feature = "daemon")]
+pub mod daemon;
+
+/// Claims valid at the real current time, for tests against the running daemon.
+pub fn live_claims(sub: &str) -> Value {
+    json!({ "sub": sub, "exp": synapse_token_auth::unix_now() + 3600 })
+}
