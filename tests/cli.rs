@@ -1,0 +1,155 @@
+//! The admin's command line: check-config, mint and verify, with their exit codes.
+#![cfg(feature = "daemon")]
+
+mod common;
+
+use std::{
+    io::Write,
+    process::{Command, Output, Stdio},
+};
+
+use common::{daemon::BIN, *};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("SYNAPSE_TOKEN_AUTH_CONFIG")
+        .output()
+        .expect("run binary")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn config_file(body: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, body).expect("write");
+    let path = path.display().to_string();
+    (dir, path)
+}
+
+#[test]
+fn cli_check_config_prints_effective_config_without_the_secret() {
+    let (_dir, path) = config_file(&format!("secret = \"{SECRET}\"\nallow_registration = true\n"));
+    let out = run(&["check-config", &path]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("allow_registration = true"), "{stdout}");
+    assert!(stdout.contains("<redacted: 65 bytes>"), "{stdout}");
+    assert!(!stdout.contains(SECRET), "secret printed");
+    assert!(text(&out.stderr).contains("configuration OK"));
+}
+
+#[test]
+fn cli_check_config_lists_every_problem_with_key_and_file() {
+    let (_dir, path) = config_file(
+        "secret = \"short\"\nalgorithm = \"HS999\"\nrequire_expiry = \"yes\"\n[server]\nlisten = [\"unix:relative\"]\n",
+    );
+    let out = run(&["--config", &path, "check-config"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    for needle in ["config.toml", "`algorithm`", "`require_expiry`", "`server.listen`", "must be absolute"] {
+        assert!(stderr.contains(needle), "{needle} missing in:\n{stderr}");
+    }
+    let (_dir, path) = config_file("secret = \n");
+    let out = run(&["check-config", &path]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("not valid TOML"), "{}", text(&out.stderr));
+    let out = run(&["check-config", "/nonexistent/config.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("/nonexistent/config.toml"));
+}
+
+#[test]
+fn cli_check_config_accepts_the_legacy_jwt_layout() {
+    let (_dir, path) = config_file(&format!(
+        "[jwt]\nsecret = \"{SECRET}\"\nalgorithm = \"HS512\"\nrequire_expiracy = false\n"
+    ));
+    let out = run(&["check-config", &path]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("require_expiry = false"));
+}
+
+#[test]
+fn cli_mint_then_verify_roundtrip_and_exit_codes() {
+    let (_dir, path) = config_file(&format!("secret = \"{SECRET}\"\n"));
+    let out = run(&["-c", &path, "mint", "--sub", "alice", "--expires-in", "10m", "--claim", "admin=true", "--claim", "displayname=Alice L"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_owned();
+    assert_eq!(token.split('.').count(), 3);
+
+    let out = run(&["-c", &path, "verify", &token, "--user", "alice", "--server-name", "example.org"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let verdict: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json verdict");
+    assert_eq!(verdict["admin"], true);
+    assert_eq!(verdict["displayname"], "Alice L");
+
+    let out = run(&["-c", &path, "verify", &token, "--user", "bob", "--server-name", "example.org"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout).trim(), "rejected: subject_mismatch");
+
+    // An hour later the 10-minute token is expired.
+    let later = (synapse_token_auth::unix_now() + 3600).to_string();
+    let out = run(&["-c", &path, "verify", &token, "--user", "alice", "--server-name", "example.org", "--now", &later]);
+    assert_eq!(text(&out.stdout).trim(), "rejected: expired");
+
+    // Token from standard input.
+    let mut child = Command::new(BIN)
+        .args(["-c", &path, "verify", "-", "--user", "alice", "--server-name", "example.org"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.stdin.take().expect("stdin").write_all(format!("{token}\n").as_bytes()).expect("write");
+    assert!(child.wait_with_output().expect("wait").status.success());
+
+    // Invalid config: exit 2, not 1 (1 means "rejected").
+    let out = run(&["-c", "/nonexistent.toml", "verify", &token, "--user", "alice", "--server-name", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn cli_mint_with_private_key_for_asymmetric_config() {
+    let pub_key = key_path("p256.pub").display().to_string();
+    let (_dir, path) = config_file(&format!("keyfile = \"{pub_key}\"\nalgorithm = \"ES256\"\nkey_id = \"k1\"\n"));
+    let private = key_path("p256.key").display().to_string();
+    let out = run(&["mint", "--key", &private, "--alg", "ES256", "--kid", "k1", "--sub", "@alice:example.org"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_owned();
+    let out = run(&["-c", &path, "verify", &token, "--user", "alice", "--server-name", "example.org"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+
+    // The configured key is public: minting from it fails with a clear message.
+    let out = run(&["-c", &path, "mint", "--sub", "alice"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("private key"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn cli_help_lists_the_subcommands() {
+    let out = run(&["--help"]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for command in ["serve", "check-config", "mint", "verify"] {
+        assert!(help.contains(command), "{command} missing in:\n{help}");
+    }
+    let out = run(&["mint", "--sub", "a", "--expires-in", "3 weeks"]);
+    assert_eq!(out.status.code(), Some(2), "usage error");
+}
+
+#[test]
+fn examples_config_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/config.toml");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The example points at a credential; provide one as systemd would.
+    std::fs::write(dir.path().join("jwt-secret"), format!("{SECRET}\n")).expect("credential");
+    let out = Command::new(BIN)
+        .args(["check-config", example])
+        .env("CREDENTIALS_DIRECTORY", dir.path())
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
