@@ -110,7 +110,10 @@ impl Config {
         out.insert("audiences".into(), self.audiences.clone().into());
         out.insert("allow_registration".into(), self.allow_registration.into());
         out.insert("subject_claim".into(), self.subject_claim.clone().into());
-        out.insert("displayname_claim".into(), self.displayname_claim.clone().into());
+        out.insert(
+            "displayname_claim".into(),
+            self.displayname_claim.clone().into(),
+        );
         out.insert("admin_claim".into(), self.admin_claim.clone().into());
         out.insert(
             "update_displayname_on_login".into(),
@@ -332,7 +335,10 @@ impl Reader<'_> {
             Value::Bool(b) => Some(*b),
             Value::Null => None,
             other => {
-                self.problem(key, format!("expected true or false, found {}", kind(other)));
+                self.problem(
+                    key,
+                    format!("expected true or false, found {}", kind(other)),
+                );
                 None
             }
         }
@@ -376,7 +382,10 @@ impl Reader<'_> {
             other => {
                 self.problem(
                     key,
-                    format!("expected a string or a list of strings, found {}", kind(other)),
+                    format!(
+                        "expected a string or a list of strings, found {}",
+                        kind(other)
+                    ),
                 );
                 None
             }
@@ -542,7 +551,10 @@ fn parse_key_source(r: &mut Reader<'_>) -> Option<KeySource> {
             None
         }
         _ => {
-            let names: Vec<_> = given.iter().map(|s| format!("`{}`", s.config_key())).collect();
+            let names: Vec<_> = given
+                .iter()
+                .map(|s| format!("`{}`", s.config_key()))
+                .collect();
             r.problem(
                 given[1].config_key(),
                 format!(
@@ -644,7 +656,10 @@ mod tests {
         let err = parse(json!({ "jwt": { "secret": SECRET64 }, "allow_registration": true }))
             .expect_err("mixed");
         assert_eq!(problem_keys(&err), ["allow_registration"]);
-        assert!(err.to_string().contains("inside the `jwt` section"), "{err}");
+        assert!(
+            err.to_string().contains("inside the `jwt` section"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -661,6 +676,9 @@ mod tests {
         std::fs::write(&path, "secret = \n").expect("write");
         let err = read_toml_file(&path).expect_err("syntax");
         let text = err.to_string();
-        assert!(text.contains("bad.toml") && text.contains("line 1"), "{text}");
+        assert!(
+            text.contains("bad.toml") && text.contains("line 1"),
+            "{text}"
+        );
     }
 }

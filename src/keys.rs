@@ -90,7 +90,10 @@ impl KeySource {
 }
 
 /// Reads a key file given on the command line, as `mint --key` does.
-pub fn encoding_key_from_pem_file(path: &Path, algorithm: Algorithm) -> Result<EncodingKey, KeyError> {
+pub fn encoding_key_from_pem_file(
+    path: &Path,
+    algorithm: Algorithm,
+) -> Result<EncodingKey, KeyError> {
     KeySource::Keyfile(path.to_owned()).encoding_key(algorithm)
 }
 
@@ -151,13 +154,19 @@ pub enum KeyError {
         algorithm: Algorithm,
         needed: usize,
     },
-    #[error("{algorithm:?} needs a shared secret (`secret`, `secret_file` or `secret_credential`), not a key file")]
+    #[error(
+        "{algorithm:?} needs a shared secret (`secret`, `secret_file` or `secret_credential`), not a key file"
+    )]
     NotASecret { algorithm: Algorithm },
-    #[error("{algorithm:?} needs a key file (`keyfile` or `keyfile_credential`), not a shared secret")]
+    #[error(
+        "{algorithm:?} needs a key file (`keyfile` or `keyfile_credential`), not a shared secret"
+    )]
     NotAKeyFile { algorithm: Algorithm },
     #[error("not a PEM file: {detail}")]
     NotPem { detail: String },
-    #[error("PEM block `{label}` is not supported; use PUBLIC KEY, RSA PUBLIC KEY, CERTIFICATE, PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY")]
+    #[error(
+        "PEM block `{label}` is not supported; use PUBLIC KEY, RSA PUBLIC KEY, CERTIFICATE, PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY"
+    )]
     UnsupportedPem { label: String },
     #[error("the PEM block `{label}` does not hold an RSA, P-256, P-384 or Ed25519 key")]
     UnknownKeyType { label: String },
@@ -289,12 +298,20 @@ impl VerificationKey {
             AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
                 EllipticCurve::P256 => KeyType::P256,
                 EllipticCurve::P384 => KeyType::P384,
-                _ => return Err(KeyError::UnknownKeyType { label: "JWK".into() }),
+                _ => {
+                    return Err(KeyError::UnknownKeyType {
+                        label: "JWK".into(),
+                    });
+                }
             },
             AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => {
                 KeyType::Ed25519
             }
-            _ => return Err(KeyError::UnknownKeyType { label: "JWK".into() }),
+            _ => {
+                return Err(KeyError::UnknownKeyType {
+                    label: "JWK".into(),
+                });
+            }
         };
         let decoding = DecodingKey::from_jwk(jwk).map_err(|e| KeyError::NotPem {
             detail: e.to_string(),
@@ -342,16 +359,25 @@ impl VerificationKey {
         let (decoding, key_type) = match label.as_str() {
             "PRIVATE KEY" => {
                 if let Ok(pair) = RsaKeyPair::from_pkcs8(der) {
-                    (DecodingKey::from_rsa_der(pair.public_key().as_ref()), KeyType::Rsa)
+                    (
+                        DecodingKey::from_rsa_der(pair.public_key().as_ref()),
+                        KeyType::Rsa,
+                    )
                 } else if let Ok(pair) = Ed25519KeyPair::from_pkcs8(der) {
-                    (DecodingKey::from_ed_der(pair.public_key().as_ref()), KeyType::Ed25519)
+                    (
+                        DecodingKey::from_ed_der(pair.public_key().as_ref()),
+                        KeyType::Ed25519,
+                    )
                 } else {
                     ec_private(der, EcdsaKeyPair::from_pkcs8).ok_or_else(unknown)?
                 }
             }
             "RSA PRIVATE KEY" => {
                 let pair = RsaKeyPair::from_der(der).map_err(|_| unknown())?;
-                (DecodingKey::from_rsa_der(pair.public_key().as_ref()), KeyType::Rsa)
+                (
+                    DecodingKey::from_rsa_der(pair.public_key().as_ref()),
+                    KeyType::Rsa,
+                )
             }
             "EC PRIVATE KEY" => {
                 ec_private(der, EcdsaKeyPair::from_private_key_der).ok_or_else(unknown)?
@@ -428,9 +454,12 @@ fn ec_private(der: &[u8], parse: EcFromDer) -> Option<(DecodingKey, KeyType)> {
     ]
     .into_iter()
     .find_map(|(alg, key_type)| {
-        parse(alg, der)
-            .ok()
-            .map(|pair| (DecodingKey::from_ec_der(pair.public_key().as_ref()), key_type))
+        parse(alg, der).ok().map(|pair| {
+            (
+                DecodingKey::from_ec_der(pair.public_key().as_ref()),
+                key_type,
+            )
+        })
     })
 }
 
@@ -449,7 +478,9 @@ fn rsa_modulus_bits(der: &[u8]) -> Option<usize> {
         if n == 0 || n > 4 || rest.len() < n {
             return None;
         }
-        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
         Some((len, &rest[n..]))
     }
     let (_, body) = header(der, 0x30)?;

@@ -20,7 +20,6 @@ pub mod systemd;
 #[cfg(feature = "daemon")]
 pub mod telemetry;
 
-
 pub use config::{Config, ConfigError, Document, Origin};
 pub use jsonwebtoken::Algorithm;
 pub use verify::{RejectReason, Rejection, Verdict, Verifier};

@@ -5,8 +5,7 @@
 
 use std::{
     borrow::Cow,
-    fs,
-    io,
+    fs, io,
     os::unix::{fs::PermissionsExt, net::UnixListener},
     path::{Path, PathBuf},
     sync::Arc,
@@ -143,7 +142,10 @@ impl DaemonConfig {
         if socket_mode.is_none() {
             problems.push(Problem {
                 key: "server.socket_mode".into(),
-                message: format!("`{}` is not an octal mode such as \"0660\"", server.socket_mode),
+                message: format!(
+                    "`{}` is not an octal mode such as \"0660\"",
+                    server.socket_mode
+                ),
             });
         }
         if server.workers == 0 || server.workers > 64 {
@@ -270,7 +272,12 @@ async fn verify(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
     };
     let verifier = shared.verifier.load();
     let user_id = qualified(&request.user, &request.server_name);
-    match verifier.verify(&request.token, &request.user, &request.server_name, crate::unix_now()) {
+    match verifier.verify(
+        &request.token,
+        &request.user,
+        &request.server_name,
+        crate::unix_now(),
+    ) {
         Ok(verdict) => {
             tracing::info!(
                 target: "synapse_token_auth::audit",
@@ -314,7 +321,11 @@ fn printable(text: &str) -> Cow<'_, str> {
     if text.len() <= MAX && !text.chars().any(char::is_control) {
         return Cow::Borrowed(text);
     }
-    let mut out: String = text.chars().take(MAX).flat_map(char::escape_default).collect();
+    let mut out: String = text
+        .chars()
+        .take(MAX)
+        .flat_map(char::escape_default)
+        .collect();
     if text.chars().count() > MAX {
         out.push('…');
     }

@@ -63,19 +63,34 @@ mod tests {
     fn localpart_accepts_bare_full_and_mixed_case() {
         assert_eq!(localpart("alice", "example.org"), Ok("alice".into()));
         assert_eq!(localpart("Alice", "example.org"), Ok("alice".into()));
-        assert_eq!(localpart("@Alice:example.org", "example.org"), Ok("alice".into()));
-        assert_eq!(localpart("@bob:EXAMPLE.org", "example.org"), Ok("bob".into()));
+        assert_eq!(
+            localpart("@Alice:example.org", "example.org"),
+            Ok("alice".into())
+        );
+        assert_eq!(
+            localpart("@bob:EXAMPLE.org", "example.org"),
+            Ok("bob".into())
+        );
     }
 
     #[test]
     fn localpart_rejects_foreign_and_invalid() {
-        assert_eq!(localpart("@a:other.org", "example.org"), Err(UserError::ForeignServer));
+        assert_eq!(
+            localpart("@a:other.org", "example.org"),
+            Err(UserError::ForeignServer)
+        );
         assert_eq!(localpart("@a", "example.org"), Err(UserError::Invalid));
         assert_eq!(localpart("", "example.org"), Err(UserError::Invalid));
         assert_eq!(localpart("al ice", "example.org"), Err(UserError::Invalid));
-        assert_eq!(localpart("@:example.org", "example.org"), Err(UserError::Invalid));
+        assert_eq!(
+            localpart("@:example.org", "example.org"),
+            Err(UserError::Invalid)
+        );
         assert_eq!(localpart("ä", "example.org"), Err(UserError::Invalid));
-        assert_eq!(localpart(&"a".repeat(250), "example.org"), Err(UserError::Invalid));
+        assert_eq!(
+            localpart(&"a".repeat(250), "example.org"),
+            Err(UserError::Invalid)
+        );
     }
 
     #[test]

@@ -26,7 +26,11 @@ impl Listener {
     #[must_use]
     pub fn describe(&self) -> String {
         match self {
-            Self::Unix(l) => match l.local_addr().ok().and_then(|a| a.as_pathname().map(|p| p.display().to_string())) {
+            Self::Unix(l) => match l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+            {
                 Some(path) => format!("unix:{path}"),
                 None => "unix:(unnamed)".to_owned(),
             },
@@ -43,7 +47,11 @@ pub enum ActivationError {
     #[error("cannot read the socket activation environment")]
     Environment(#[source] io::Error),
     #[error("inherited fd {fd} ({name}) is not a listening stream socket: {why}")]
-    Unusable { fd: RawFd, name: String, why: String },
+    Unusable {
+        fd: RawFd,
+        name: String,
+        why: String,
+    },
 }
 
 /// Takes the sockets passed by systemd (`LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES`).
@@ -66,10 +74,14 @@ fn classify(fd: RawFd, name: String) -> Result<(String, Listener), ActivationErr
         why,
     };
     if sock_opt(fd, libc::SO_TYPE).map_err(|e| unusable(e.to_string()))? != libc::SOCK_STREAM {
-        return Err(unusable("not SOCK_STREAM (use ListenStream= in the .socket unit)".into()));
+        return Err(unusable(
+            "not SOCK_STREAM (use ListenStream= in the .socket unit)".into(),
+        ));
     }
     if sock_opt(fd, libc::SO_ACCEPTCONN).map_err(|e| unusable(e.to_string()))? == 0 {
-        return Err(unusable("not listening (Accept=yes is not supported)".into()));
+        return Err(unusable(
+            "not listening (Accept=yes is not supported)".into(),
+        ));
     }
     let family = socket_family(fd).map_err(|e| unusable(e.to_string()))?;
     // SAFETY: systemd passed this fd to this process for its exclusive use, and
@@ -78,7 +90,11 @@ fn classify(fd: RawFd, name: String) -> Result<(String, Listener), ActivationErr
     let listener = match family {
         libc::AF_UNIX => Listener::Unix(UnixListener::from(owned)),
         libc::AF_INET | libc::AF_INET6 => Listener::Tcp(TcpListener::from(owned)),
-        other => return Err(unusable(format!("address family {other} is not unix or tcp"))),
+        other => {
+            return Err(unusable(format!(
+                "address family {other} is not unix or tcp"
+            )));
+        }
     };
     // tokio requires non-blocking listeners; systemd hands them over blocking.
     match &listener {
@@ -94,9 +110,19 @@ fn sock_opt(fd: RawFd, option: libc::c_int) -> io::Result<libc::c_int> {
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: value and len point to valid, correctly sized storage for an int option.
     let rc = unsafe {
-        libc::getsockopt(fd, libc::SOL_SOCKET, option, (&raw mut value).cast(), &raw mut len)
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (&raw mut value).cast(),
+            &raw mut len,
+        )
     };
-    if rc == 0 { Ok(value) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 fn socket_family(fd: RawFd) -> io::Result<libc::c_int> {
@@ -116,7 +142,10 @@ fn socket_family(fd: RawFd) -> io::Result<libc::c_int> {
 /// `NOTIFY_SOCKET`, and a failed notification must never stop verification.
 pub fn notify(states: &[NotifyState<'_>]) {
     if let Err(err) = sd_notify::notify(states) {
-        tracing::warn!(error = &err as &dyn std::error::Error, "cannot notify systemd");
+        tracing::warn!(
+            error = &err as &dyn std::error::Error,
+            "cannot notify systemd"
+        );
     }
 }
 

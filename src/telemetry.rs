@@ -30,7 +30,8 @@ pub fn stderr_is_journal() -> bool {
 pub fn init_daemon() -> Sink {
     // actix logs every worker start at info; that is noise in an audit-oriented journal.
     let filter = || {
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"))
+        EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"))
     };
     if stderr_is_journal() {
         if let Ok(layer) = tracing_journald::layer() {

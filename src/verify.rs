@@ -253,7 +253,9 @@ impl Verifier {
         else {
             return Err(malformed());
         };
-        let header_json = URL_SAFE_NO_PAD.decode(header_b64).map_err(|_| malformed())?;
+        let header_json = URL_SAFE_NO_PAD
+            .decode(header_b64)
+            .map_err(|_| malformed())?;
         let header: Header = serde_json::from_slice(&header_json).map_err(|_| malformed())?;
 
         // Exactly the configured algorithms; `none` and unknown names never parse into one.

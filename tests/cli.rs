@@ -32,7 +32,9 @@ fn config_file(body: &str) -> (tempfile::TempDir, String) {
 
 #[test]
 fn cli_check_config_prints_effective_config_without_the_secret() {
-    let (_dir, path) = config_file(&format!("secret = \"{SECRET}\"\nallow_registration = true\n"));
+    let (_dir, path) = config_file(&format!(
+        "secret = \"{SECRET}\"\nallow_registration = true\n"
+    ));
     let out = run(&["check-config", &path]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
@@ -50,13 +52,23 @@ fn cli_check_config_lists_every_problem_with_key_and_file() {
     let out = run(&["--config", &path, "check-config"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
-    for needle in ["config.toml", "`algorithm`", "`require_expiry`", "`server.listen`", "must be absolute"] {
+    for needle in [
+        "config.toml",
+        "`algorithm`",
+        "`require_expiry`",
+        "`server.listen`",
+        "must be absolute",
+    ] {
         assert!(stderr.contains(needle), "{needle} missing in:\n{stderr}");
     }
     let (_dir, path) = config_file("secret = \n");
     let out = run(&["check-config", &path]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("not valid TOML"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not valid TOML"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = run(&["check-config", "/nonexistent/config.toml"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("/nonexistent/config.toml"));
@@ -75,57 +87,151 @@ fn cli_check_config_accepts_the_legacy_jwt_layout() {
 #[test]
 fn cli_mint_then_verify_roundtrip_and_exit_codes() {
     let (_dir, path) = config_file(&format!("secret = \"{SECRET}\"\n"));
-    let out = run(&["-c", &path, "mint", "--sub", "alice", "--expires-in", "10m", "--claim", "admin=true", "--claim", "displayname=Alice L"]);
+    let out = run(&[
+        "-c",
+        &path,
+        "mint",
+        "--sub",
+        "alice",
+        "--expires-in",
+        "10m",
+        "--claim",
+        "admin=true",
+        "--claim",
+        "displayname=Alice L",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let token = text(&out.stdout).trim().to_owned();
     assert_eq!(token.split('.').count(), 3);
 
-    let out = run(&["-c", &path, "verify", &token, "--user", "alice", "--server-name", "example.org"]);
+    let out = run(&[
+        "-c",
+        &path,
+        "verify",
+        &token,
+        "--user",
+        "alice",
+        "--server-name",
+        "example.org",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let verdict: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json verdict");
     assert_eq!(verdict["admin"], true);
     assert_eq!(verdict["displayname"], "Alice L");
 
-    let out = run(&["-c", &path, "verify", &token, "--user", "bob", "--server-name", "example.org"]);
+    let out = run(&[
+        "-c",
+        &path,
+        "verify",
+        &token,
+        "--user",
+        "bob",
+        "--server-name",
+        "example.org",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(text(&out.stdout).trim(), "rejected: subject_mismatch");
 
     // An hour later the 10-minute token is expired.
     let later = (synapse_token_auth::unix_now() + 3600).to_string();
-    let out = run(&["-c", &path, "verify", &token, "--user", "alice", "--server-name", "example.org", "--now", &later]);
+    let out = run(&[
+        "-c",
+        &path,
+        "verify",
+        &token,
+        "--user",
+        "alice",
+        "--server-name",
+        "example.org",
+        "--now",
+        &later,
+    ]);
     assert_eq!(text(&out.stdout).trim(), "rejected: expired");
 
     // Token from standard input.
     let mut child = Command::new(BIN)
-        .args(["-c", &path, "verify", "-", "--user", "alice", "--server-name", "example.org"])
+        .args([
+            "-c",
+            &path,
+            "verify",
+            "-",
+            "--user",
+            "alice",
+            "--server-name",
+            "example.org",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    child.stdin.take().expect("stdin").write_all(format!("{token}\n").as_bytes()).expect("write");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{token}\n").as_bytes())
+        .expect("write");
     assert!(child.wait_with_output().expect("wait").status.success());
 
     // Invalid config: exit 2, not 1 (1 means "rejected").
-    let out = run(&["-c", "/nonexistent.toml", "verify", &token, "--user", "alice", "--server-name", "x"]);
+    let out = run(&[
+        "-c",
+        "/nonexistent.toml",
+        "verify",
+        &token,
+        "--user",
+        "alice",
+        "--server-name",
+        "x",
+    ]);
     assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]
 fn cli_mint_with_private_key_for_asymmetric_config() {
     let pub_key = key_path("p256.pub").display().to_string();
-    let (_dir, path) = config_file(&format!("keyfile = \"{pub_key}\"\nalgorithm = \"ES256\"\nkey_id = \"k1\"\n"));
+    let (_dir, path) = config_file(&format!(
+        "keyfile = \"{pub_key}\"\nalgorithm = \"ES256\"\nkey_id = \"k1\"\n"
+    ));
     let private = key_path("p256.key").display().to_string();
-    let out = run(&["mint", "--key", &private, "--alg", "ES256", "--kid", "k1", "--sub", "@alice:example.org"]);
+    let out = run(&[
+        "mint",
+        "--key",
+        &private,
+        "--alg",
+        "ES256",
+        "--kid",
+        "k1",
+        "--sub",
+        "@alice:example.org",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let token = text(&out.stdout).trim().to_owned();
-    let out = run(&["-c", &path, "verify", &token, "--user", "alice", "--server-name", "example.org"]);
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let out = run(&[
+        "-c",
+        &path,
+        "verify",
+        &token,
+        "--user",
+        "alice",
+        "--server-name",
+        "example.org",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
 
     // The configured key is public: minting from it fails with a clear message.
     let out = run(&["-c", &path, "mint", "--sub", "alice"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("private key"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("private key"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

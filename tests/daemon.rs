@@ -15,23 +15,42 @@ fn daemon_serves_inherited_unix_and_tcp_sockets_and_notifies() {
     let unix = unix_listener(&unix_path);
     let tcp = tcp_listener();
     let tcp_addr = tcp.local_addr().expect("addr");
-    let mut daemon = scratch.spawn_activated(&[("verify", raw_fd(&unix)), ("verify-tcp", raw_fd(&tcp))]);
+    let mut daemon =
+        scratch.spawn_activated(&[("verify", raw_fd(&unix)), ("verify-tcp", raw_fd(&tcp))]);
 
     let seen = scratch.wait_for("READY=1");
     assert!(seen.concat().contains("STATUS=verifying on"), "{seen:?}");
 
     let token = hs512(&live_claims("alice"));
-    let over_unix = unix_request(&unix_path, "POST", "/v1/verify", &verify_body(&token, "alice"));
+    let over_unix = unix_request(
+        &unix_path,
+        "POST",
+        "/v1/verify",
+        &verify_body(&token, "alice"),
+    );
     assert_eq!(over_unix.status, 200, "{over_unix:?}");
     assert_eq!(over_unix.json()["user_id"], "@alice:example.org");
-    let over_tcp = tcp_request(tcp_addr, "POST", "/v1/verify", &verify_body(&token, "Alice"));
+    let over_tcp = tcp_request(
+        tcp_addr,
+        "POST",
+        "/v1/verify",
+        &verify_body(&token, "Alice"),
+    );
     assert_eq!(over_tcp.status, 200, "{over_tcp:?}");
 
     daemon.signal(libc::SIGTERM);
     scratch.wait_for("STOPPING=1");
-    assert_eq!(daemon.wait_exit(), Some(0), "clean exit; stderr:\n{}", scratch.stderr());
+    assert_eq!(
+        daemon.wait_exit(),
+        Some(0),
+        "clean exit; stderr:\n{}",
+        scratch.stderr()
+    );
     let log = scratch.stderr();
-    assert!(log.contains("(verify)") && log.contains("(verify-tcp)"), "{log}");
+    assert!(
+        log.contains("(verify)") && log.contains("(verify-tcp)"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -57,25 +76,40 @@ fn daemon_http_api_answers_each_case() {
 
     let expired = hs512(&serde_json::json!({ "sub": "alice", "exp": 1_000_000_000 }));
     let rejected = post(&verify_body(&expired, "alice"));
-    assert_eq!((rejected.status, rejected.json()["reason"].clone()), (403, "expired".into()));
+    assert_eq!(
+        (rejected.status, rejected.json()["reason"].clone()),
+        (403, "expired".into())
+    );
     let rejected = post(&verify_body("garbage", "alice"));
-    assert_eq!((rejected.status, rejected.json()["reason"].clone()), (403, "malformed_token".into()));
+    assert_eq!(
+        (rejected.status, rejected.json()["reason"].clone()),
+        (403, "malformed_token".into())
+    );
     let mismatch = post(&verify_body(&hs512(&live_claims("bob")), "alice"));
     assert_eq!(mismatch.json()["reason"], "subject_mismatch");
 
     assert_eq!(post(b"{not json").status, 400);
     assert_eq!(post(br#"{"token": "x"}"#).status, 400, "missing fields");
-    assert_eq!(post(br#"{"token": 1, "user": "a", "server_name": "b"}"#).status, 400);
+    assert_eq!(
+        post(br#"{"token": 1, "user": "a", "server_name": "b"}"#).status,
+        400
+    );
     let huge = vec![b'a'; 64 * 1024];
     assert_eq!(post(&huge).status, 413);
-    assert_eq!(unix_request(&unix_path, "GET", "/v1/verify", b"").status, 405);
+    assert_eq!(
+        unix_request(&unix_path, "GET", "/v1/verify", b"").status,
+        405
+    );
     assert_eq!(unix_request(&unix_path, "GET", "/nope", b"").status, 404);
     let health = unix_request(&unix_path, "GET", "/healthz", b"");
     assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
 
     // The audit log names user, result and reason, and never the token.
     let log = scratch.stderr();
-    assert!(log.contains("JWT login rejected") && log.contains("reason=\"expired\""), "{log}");
+    assert!(
+        log.contains("JWT login rejected") && log.contains("reason=\"expired\""),
+        "{log}"
+    );
     assert!(log.contains("user_id=@alice:example.org"), "{log}");
     assert!(!log.contains(&expired), "token leaked into the log:\n{log}");
     assert!(!log.contains(SECRET), "secret leaked into the log");
@@ -90,7 +124,12 @@ fn daemon_reloads_on_sighup_and_keeps_old_config_when_new_one_is_broken() {
     scratch.wait_for("READY=1");
     let token = hs512(&live_claims("alice"));
     let may_register = || {
-        let r = unix_request(&unix_path, "POST", "/v1/verify", &verify_body(&token, "alice"));
+        let r = unix_request(
+            &unix_path,
+            "POST",
+            "/v1/verify",
+            &verify_body(&token, "alice"),
+        );
         assert_eq!(r.status, 200, "{r:?}");
         r.json()["may_register"].clone()
     };
@@ -106,10 +145,17 @@ fn daemon_reloads_on_sighup_and_keeps_old_config_when_new_one_is_broken() {
     scratch.write_config("secret = \"short\"\nbogus_key = 1\n");
     daemon.signal(libc::SIGHUP);
     scratch.wait_for("READY=1");
-    assert_eq!(may_register(), true, "old config kept after a broken reload");
+    assert_eq!(
+        may_register(),
+        true,
+        "old config kept after a broken reload"
+    );
     let log = scratch.stderr();
     assert!(log.contains("reload failed"), "{log}");
-    assert!(log.contains("bogus_key") && log.contains("config.toml"), "problem and file named:\n{log}");
+    assert!(
+        log.contains("bogus_key") && log.contains("config.toml"),
+        "problem and file named:\n{log}"
+    );
 }
 
 #[test]
@@ -122,9 +168,16 @@ fn daemon_binds_configured_unix_socket_with_mode_when_not_activated() {
     ));
     let mut daemon = scratch.spawn_configured();
     scratch.wait_for("READY=1");
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).expect("socket").permissions());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&socket).expect("socket").permissions(),
+    );
     assert_eq!(mode & 0o777, 0o600);
-    let r = unix_request(&socket, "POST", "/v1/verify", &verify_body(&hs512(&live_claims("alice")), "alice"));
+    let r = unix_request(
+        &socket,
+        "POST",
+        "/v1/verify",
+        &verify_body(&hs512(&live_claims("alice")), "alice"),
+    );
     assert_eq!(r.status, 200);
     daemon.signal(libc::SIGINT);
     assert_eq!(daemon.wait_exit(), Some(0));
@@ -136,14 +189,19 @@ fn daemon_refuses_to_start_with_invalid_config() {
     let mut daemon = scratch.spawn_configured();
     assert_eq!(daemon.wait_exit(), Some(1));
     let log = scratch.stderr();
-    assert!(log.contains("secret") && log.contains("server.workers"), "{log}");
+    assert!(
+        log.contains("secret") && log.contains("server.workers"),
+        "{log}"
+    );
     assert!(!log.contains("\"short\""), "secret value echoed:\n{log}");
 }
 
 #[test]
 fn daemon_starts_under_systemd_socket_activate_on_first_connection() {
     // Not skipped when missing: CI installs it, and this is the reference activator.
-    let activator = Command::new("systemd-socket-activate").arg("--version").output();
+    let activator = Command::new("systemd-socket-activate")
+        .arg("--version")
+        .output();
     assert!(
         activator.is_ok_and(|o| o.status.success()),
         "systemd-socket-activate is required (Debian package `systemd`)"
@@ -158,8 +216,14 @@ fn daemon_starts_under_systemd_socket_activate_on_first_connection() {
         .arg(format!("127.0.0.1:{port}"))
         .arg("--fdname=verify:verify-tcp")
         // It scrubs the environment: everything the daemon needs is passed with -E.
-        .arg(format!("--setenv=SYNAPSE_TOKEN_AUTH_CONFIG={}", scratch.config().display()))
-        .arg(format!("--setenv=NOTIFY_SOCKET={}", scratch.path("notify").display()))
+        .arg(format!(
+            "--setenv=SYNAPSE_TOKEN_AUTH_CONFIG={}",
+            scratch.config().display()
+        ))
+        .arg(format!(
+            "--setenv=NOTIFY_SOCKET={}",
+            scratch.path("notify").display()
+        ))
         .arg(BIN)
         .arg("serve")
         .stderr(std::fs::File::create(scratch.path("stderr")).expect("stderr"))
@@ -167,7 +231,10 @@ fn daemon_starts_under_systemd_socket_activate_on_first_connection() {
         .expect("spawn systemd-socket-activate");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !unix_path.exists() {
-        assert!(std::time::Instant::now() < deadline, "socket never appeared");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "socket never appeared"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // Nothing runs the daemon before the first connection.
@@ -176,19 +243,36 @@ fn daemon_starts_under_systemd_socket_activate_on_first_connection() {
         .set_read_timeout(Some(Duration::from_millis(300)))
         .expect("timeout");
     let mut buf = [0u8; 64];
-    assert!(scratch.notify.recv(&mut buf).is_err(), "daemon started before any connection");
-    scratch.notify.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    assert!(
+        scratch.notify.recv(&mut buf).is_err(),
+        "daemon started before any connection"
+    );
+    scratch
+        .notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
 
     let token = hs512(&live_claims("alice"));
-    let r = unix_request(&unix_path, "POST", "/v1/verify", &verify_body(&token, "alice"));
+    let r = unix_request(
+        &unix_path,
+        "POST",
+        "/v1/verify",
+        &verify_body(&token, "alice"),
+    );
     assert_eq!(r.status, 200, "{r:?}\n{}", scratch.stderr());
     scratch.wait_for("READY=1");
     let addr = format!("127.0.0.1:{port}").parse().expect("addr");
-    assert_eq!(tcp_request(addr, "POST", "/v1/verify", &verify_body(&token, "alice")).status, 200);
+    assert_eq!(
+        tcp_request(addr, "POST", "/v1/verify", &verify_body(&token, "alice")).status,
+        200
+    );
 
     // systemd-socket-activate execs the daemon in its own process: SIGTERM goes to it.
     // SAFETY: kill(2) on our own child's pid.
-    assert_eq!(unsafe { libc::kill(activator.id() as i32, libc::SIGTERM) }, 0);
+    assert_eq!(
+        unsafe { libc::kill(activator.id() as i32, libc::SIGTERM) },
+        0
+    );
     let status = activator.wait().expect("wait");
     assert_eq!(status.code(), Some(0), "stderr:\n{}", scratch.stderr());
 }

@@ -45,7 +45,9 @@ fn parse_record(mut data: &[u8]) -> HashMap<String, String> {
 fn daemon_logs_audit_fields_to_journald() {
     let journal_dir = tempfile::tempdir().expect("tempdir");
     let journal = UnixDatagram::bind(journal_dir.path().join("socket")).expect("journal socket");
-    journal.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    journal
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
 
     let socket_dir = tempfile::tempdir().expect("tempdir");
     let socket = socket_dir.path().join("v.sock");
@@ -58,7 +60,11 @@ fn daemon_logs_audit_fields_to_journald() {
 
     let root = unsafe { libc::geteuid() } == 0; // SAFETY: geteuid cannot fail.
     let mut command = Command::new("unshare");
-    command.args(if root { ["-m", "--propagation", "private"] } else { ["-Urm", "--propagation", "private"] });
+    command.args(if root {
+        ["-m", "--propagation", "private"]
+    } else {
+        ["-Urm", "--propagation", "private"]
+    });
     let mut daemon = Daemon {
         child: command
             .args([
@@ -86,7 +92,10 @@ fn daemon_logs_audit_fields_to_journald() {
     let mut buf = vec![0u8; 64 * 1024];
     let mut receive = |records: &mut Vec<(Vec<u8>, HashMap<String, String>)>| loop {
         let n = journal.recv(&mut buf).unwrap_or_else(|e| {
-            panic!("no journal record ({e}); daemon stderr:\n{}", scratch.stderr())
+            panic!(
+                "no journal record ({e}); daemon stderr:\n{}",
+                scratch.stderr()
+            )
         });
         // tracing-journald probes the socket with an empty datagram when it starts.
         if n > 0 {
@@ -95,12 +104,23 @@ fn daemon_logs_audit_fields_to_journald() {
         }
     };
     receive(&mut records);
-    assert_eq!(records[0].1.get("MESSAGE").map(String::as_str), Some("ready"), "{:?}", String::from_utf8_lossy(&records[0].0));
+    assert_eq!(
+        records[0].1.get("MESSAGE").map(String::as_str),
+        Some("ready"),
+        "{:?}",
+        String::from_utf8_lossy(&records[0].0)
+    );
 
     let token = hs512(&live_claims("alice"));
     let expired = hs512(&serde_json::json!({ "sub": "bob", "exp": 1_000_000_000 }));
-    assert_eq!(unix_request(&socket, "POST", "/v1/verify", &verify_body(&token, "alice")).status, 200);
-    assert_eq!(unix_request(&socket, "POST", "/v1/verify", &verify_body(&expired, "bob")).status, 403);
+    assert_eq!(
+        unix_request(&socket, "POST", "/v1/verify", &verify_body(&token, "alice")).status,
+        200
+    );
+    assert_eq!(
+        unix_request(&socket, "POST", "/v1/verify", &verify_body(&expired, "bob")).status,
+        403
+    );
     receive(&mut records);
     receive(&mut records);
     daemon.signal(libc::SIGTERM);
@@ -123,17 +143,31 @@ fn daemon_logs_audit_fields_to_journald() {
         ("PRIORITY", "5"),
         ("SYSLOG_IDENTIFIER", "synapse-token-auth"),
     ] {
-        assert_eq!(accepted.get(field).map(String::as_str), Some(value), "{field} in {accepted:?}");
+        assert_eq!(
+            accepted.get(field).map(String::as_str),
+            Some(value),
+            "{field} in {accepted:?}"
+        );
     }
     let rejected = find("JWT login rejected");
-    assert_eq!(rejected.get("USER_ID").map(String::as_str), Some("@bob:example.org"));
+    assert_eq!(
+        rejected.get("USER_ID").map(String::as_str),
+        Some("@bob:example.org")
+    );
     assert_eq!(rejected.get("REASON").map(String::as_str), Some("expired"));
     assert_eq!(rejected.get("RESULT").map(String::as_str), Some("rejected"));
     for (raw, _) in &records {
         let text = String::from_utf8_lossy(raw);
-        assert!(!text.contains(&token) && !text.contains(&expired), "token in a journal record");
+        assert!(
+            !text.contains(&token) && !text.contains(&expired),
+            "token in a journal record"
+        );
         assert!(!text.contains(SECRET), "secret in a journal record");
     }
     // Under journald nothing is written to stderr twice.
-    assert!(!scratch.stderr().contains("JWT login"), "{}", scratch.stderr());
+    assert!(
+        !scratch.stderr().contains("JWT login"),
+        "{}",
+        scratch.stderr()
+    );
 }

@@ -67,7 +67,11 @@ fn verify_accepts_keyfile_as_certificate_pkcs1_and_private_key() {
         check(&v, &token, "alice").unwrap_or_else(|e| panic!("{keyfile}: {e}"));
         // and the key really verifies: a token of another key fails
         let other = sign(Algorithm::RS256, "rsa-other.key", &claims());
-        assert_eq!(check(&v, &other, "alice"), Err(R::BadSignature), "{keyfile}");
+        assert_eq!(
+            check(&v, &other, "alice"),
+            Err(R::BadSignature),
+            "{keyfile}"
+        );
     }
     let token = sign(Algorithm::ES256, "p256.key", &claims());
     for keyfile in ["p256.key", "p256-sec1.key"] {
@@ -114,10 +118,17 @@ fn verify_rejects_alg_none_in_every_spelling() {
     for alg in ["none", "None", "NONE", "nOnE", ""] {
         let header = format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#);
         let token = raw_token(&header, &claims().to_string(), b"");
-        assert_eq!(check(&v, &token, "alice"), Err(R::AlgorithmNotAllowed), "{alg}");
+        assert_eq!(
+            check(&v, &token, "alice"),
+            Err(R::AlgorithmNotAllowed),
+            "{alg}"
+        );
         // also with the trailing dot omitted entirely
         let token = token.trim_end_matches('.').to_owned();
-        assert!(check(&v, &token, "alice").is_err(), "{alg} without signature");
+        assert!(
+            check(&v, &token, "alice").is_err(),
+            "{alg} without signature"
+        );
     }
 }
 
@@ -128,9 +139,20 @@ fn verify_rejects_hmac_signed_with_rsa_public_key() {
     let public_pem = key_pem("rsa.pub");
     for (alg, bits) in [("HS256", 256), ("HS512", 512)] {
         let header = format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#);
-        let message = format!("{}.{}", b64(header.as_bytes()), b64(claims().to_string().as_bytes()));
-        let token = format!("{message}.{}", b64(&hmac(bits, &public_pem, message.as_bytes())));
-        assert_eq!(check(&v, &token, "alice"), Err(R::AlgorithmNotAllowed), "{alg}");
+        let message = format!(
+            "{}.{}",
+            b64(header.as_bytes()),
+            b64(claims().to_string().as_bytes())
+        );
+        let token = format!(
+            "{message}.{}",
+            b64(&hmac(bits, &public_pem, message.as_bytes()))
+        );
+        assert_eq!(
+            check(&v, &token, "alice"),
+            Err(R::AlgorithmNotAllowed),
+            "{alg}"
+        );
     }
 }
 
@@ -156,28 +178,50 @@ fn verify_checks_kid_when_configured() {
     let v = verifier(json!({ "key_id": "2026-11" }));
     let mut header = Header::new(Algorithm::HS512);
     header.kid = Some("2026-11".into());
-    let verdict = check(&v, &sign_with_header(header.clone(), SECRET, &claims()), "alice")
-        .expect("right kid");
+    let verdict = check(
+        &v,
+        &sign_with_header(header.clone(), SECRET, &claims()),
+        "alice",
+    )
+    .expect("right kid");
     assert_eq!(verdict.kid.as_deref(), Some("2026-11"));
     header.kid = Some("2025-01".into());
     assert_eq!(
         check(&v, &sign_with_header(header, SECRET, &claims()), "alice"),
         Err(R::UnknownKeyId)
     );
-    assert_eq!(check(&v, &hs512(&claims()), "alice"), Err(R::UnknownKeyId), "no kid");
+    assert_eq!(
+        check(&v, &hs512(&claims()), "alice"),
+        Err(R::UnknownKeyId),
+        "no kid"
+    );
     // Without key_id any kid is accepted (the original module ignored it).
     let mut header = Header::new(Algorithm::HS512);
     header.kid = Some("whatever".into());
-    check(&default_verifier(), &sign_with_header(header, SECRET, &claims()), "alice")
-        .expect("kid ignored");
+    check(
+        &default_verifier(),
+        &sign_with_header(header, SECRET, &claims()),
+        "alice",
+    )
+    .expect("kid ignored");
 }
 
 #[test]
 fn verify_rejects_crit_header() {
     let header = r#"{"alg":"HS512","crit":["b64"],"b64":false}"#;
-    let message = format!("{}.{}", b64(header.as_bytes()), b64(claims().to_string().as_bytes()));
-    let token = format!("{message}.{}", b64(&hmac(512, SECRET.as_bytes(), message.as_bytes())));
-    assert_eq!(check(&default_verifier(), &token, "alice"), Err(R::UnsupportedHeader));
+    let message = format!(
+        "{}.{}",
+        b64(header.as_bytes()),
+        b64(claims().to_string().as_bytes())
+    );
+    let token = format!(
+        "{message}.{}",
+        b64(&hmac(512, SECRET.as_bytes(), message.as_bytes()))
+    );
+    assert_eq!(
+        check(&default_verifier(), &token, "alice"),
+        Err(R::UnsupportedHeader)
+    );
 }
 
 #[test]
@@ -190,14 +234,20 @@ fn verify_rejects_malformed_tokens() {
         ("a.b".into(), R::MalformedToken),
         ("a.b.c.d".into(), R::MalformedToken),
         (format!("{good}.extra"), R::MalformedToken),
-        (good[..good.find('.').expect("dot") + 10].to_owned(), R::MalformedToken),
+        (
+            good[..good.find('.').expect("dot") + 10].to_owned(),
+            R::MalformedToken,
+        ),
         (good[..good.len() - 10].to_owned(), R::BadSignature),
         ("!!!.???.***".into(), R::MalformedToken),
         (format!("{}.e30.", b64(b"not json")), R::MalformedToken),
         (format!("{}.e30.", b64(b"[1,2]")), R::MalformedToken),
         ("x".repeat(9000), R::TokenTooLarge),
         // JSON serialisation of a JWS is not accepted
-        (r#"{"payload":"e30","signatures":[]}"#.into(), R::MalformedToken),
+        (
+            r#"{"payload":"e30","signatures":[]}"#.into(),
+            R::MalformedToken,
+        ),
         // padding is not base64url as JWS uses it
         (good.replacen('.', "=.", 1), R::MalformedToken),
     ];
@@ -208,8 +258,15 @@ fn verify_rejects_malformed_tokens() {
     let header = r#"{"alg":"HS512"}"#;
     for payload in ["not json", "[]", "\"alice\"", "{"] {
         let message = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
-        let token = format!("{message}.{}", b64(&hmac(512, SECRET.as_bytes(), message.as_bytes())));
-        assert_eq!(check(&v, &token, "alice"), Err(R::MalformedToken), "{payload}");
+        let token = format!(
+            "{message}.{}",
+            b64(&hmac(512, SECRET.as_bytes(), message.as_bytes()))
+        );
+        assert_eq!(
+            check(&v, &token, "alice"),
+            Err(R::MalformedToken),
+            "{payload}"
+        );
     }
 }
 
@@ -227,25 +284,55 @@ fn verify_rejects_oversized_claims_before_crypto_but_accepts_a_few_kib() {
 fn verify_expiry_rules() {
     let v = default_verifier();
     let with_exp = |exp: Value| hs512(&json!({ "sub": "alice", "exp": exp }));
-    assert_eq!(check(&v, &hs512(&json!({ "sub": "alice" })), "alice"), Err(R::MissingExpiry));
-    assert_eq!(check(&v, &with_exp(json!(NOW - 61)), "alice"), Err(R::Expired));
-    assert_eq!(check(&v, &with_exp(json!(NOW - 60)), "alice"), Err(R::Expired));
+    assert_eq!(
+        check(&v, &hs512(&json!({ "sub": "alice" })), "alice"),
+        Err(R::MissingExpiry)
+    );
+    assert_eq!(
+        check(&v, &with_exp(json!(NOW - 61)), "alice"),
+        Err(R::Expired)
+    );
+    assert_eq!(
+        check(&v, &with_exp(json!(NOW - 60)), "alice"),
+        Err(R::Expired)
+    );
     check(&v, &with_exp(json!(NOW - 59)), "alice").expect("inside the 60 s leeway");
     check(&v, &with_exp(json!((NOW + 10) as f64 + 0.5)), "alice").expect("fractional NumericDate");
-    assert_eq!(check(&v, &with_exp(json!((NOW - 120) as f64 + 0.5)), "alice"), Err(R::Expired));
-    assert_eq!(check(&v, &with_exp(json!(NOW.to_string())), "alice"), Err(R::MalformedClaim));
-    assert_eq!(check(&v, &with_exp(json!(null)), "alice"), Err(R::MalformedClaim));
-    assert_eq!(check(&v, &with_exp(json!(true)), "alice"), Err(R::MalformedClaim));
+    assert_eq!(
+        check(&v, &with_exp(json!((NOW - 120) as f64 + 0.5)), "alice"),
+        Err(R::Expired)
+    );
+    assert_eq!(
+        check(&v, &with_exp(json!(NOW.to_string())), "alice"),
+        Err(R::MalformedClaim)
+    );
+    assert_eq!(
+        check(&v, &with_exp(json!(null)), "alice"),
+        Err(R::MalformedClaim)
+    );
+    assert_eq!(
+        check(&v, &with_exp(json!(true)), "alice"),
+        Err(R::MalformedClaim)
+    );
     assert_eq!(check(&v, &with_exp(json!(-1)), "alice"), Err(R::Expired));
-    assert_eq!(check(&v, &with_exp(json!(1e300)), "alice").map(|_| ()), Ok(()));
+    assert_eq!(
+        check(&v, &with_exp(json!(1e300)), "alice").map(|_| ()),
+        Ok(())
+    );
 
     // Not required: a missing exp passes, but a present one is still checked (FIX).
     let lax = verifier(json!({ "require_expiry": false }));
     check(&lax, &hs512(&json!({ "sub": "alice" })), "alice").expect("exp optional");
-    assert_eq!(check(&lax, &with_exp(json!(NOW - 3600)), "alice"), Err(R::Expired));
+    assert_eq!(
+        check(&lax, &with_exp(json!(NOW - 3600)), "alice"),
+        Err(R::Expired)
+    );
     // Leeway is configurable.
     let strict = verifier(json!({ "leeway_seconds": 0 }));
-    assert_eq!(check(&strict, &with_exp(json!(NOW)), "alice"), Err(R::Expired));
+    assert_eq!(
+        check(&strict, &with_exp(json!(NOW)), "alice"),
+        Err(R::Expired)
+    );
     check(&strict, &with_exp(json!(NOW + 1)), "alice").expect("one second left");
 }
 
@@ -254,40 +341,87 @@ fn verify_nbf_and_iat_rules() {
     let v = default_verifier();
     let token = |extra: Value| {
         let mut c = claims();
-        c.as_object_mut().expect("object").extend(extra.as_object().expect("object").clone());
+        c.as_object_mut()
+            .expect("object")
+            .extend(extra.as_object().expect("object").clone());
         hs512(&c)
     };
-    assert_eq!(check(&v, &token(json!({ "nbf": NOW + 61 })), "alice"), Err(R::NotYetValid));
+    assert_eq!(
+        check(&v, &token(json!({ "nbf": NOW + 61 })), "alice"),
+        Err(R::NotYetValid)
+    );
     check(&v, &token(json!({ "nbf": NOW + 59 })), "alice").expect("nbf within leeway");
     check(&v, &token(json!({ "nbf": NOW - 10 })), "alice").expect("nbf past");
-    assert_eq!(check(&v, &token(json!({ "nbf": "soon" })), "alice"), Err(R::MalformedClaim));
-    assert_eq!(check(&v, &token(json!({ "iat": NOW + 3600 })), "alice"), Err(R::IssuedInFuture));
+    assert_eq!(
+        check(&v, &token(json!({ "nbf": "soon" })), "alice"),
+        Err(R::MalformedClaim)
+    );
+    assert_eq!(
+        check(&v, &token(json!({ "iat": NOW + 3600 })), "alice"),
+        Err(R::IssuedInFuture)
+    );
     check(&v, &token(json!({ "iat": NOW })), "alice").expect("iat now");
-    assert_eq!(check(&v, &token(json!({ "iat": [1] })), "alice"), Err(R::MalformedClaim));
+    assert_eq!(
+        check(&v, &token(json!({ "iat": [1] })), "alice"),
+        Err(R::MalformedClaim)
+    );
 }
 
 #[test]
 fn verify_issuer_and_audience_rules() {
-    let v = verifier(json!({ "issuer": "https://idp.example.org", "audiences": ["synapse", "matrix"] }));
+    let v = verifier(
+        json!({ "issuer": "https://idp.example.org", "audiences": ["synapse", "matrix"] }),
+    );
     let token = |extra: Value| {
         let mut c = claims();
-        c.as_object_mut().expect("object").extend(extra.as_object().expect("object").clone());
+        c.as_object_mut()
+            .expect("object")
+            .extend(extra.as_object().expect("object").clone());
         hs512(&c)
     };
     let iss = "https://idp.example.org";
     check(&v, &token(json!({ "iss": iss, "aud": "synapse" })), "alice").expect("string aud");
-    check(&v, &token(json!({ "iss": iss, "aud": ["other", "matrix"] })), "alice").expect("array aud");
-    assert_eq!(check(&v, &token(json!({ "iss": iss, "aud": "other" })), "alice"), Err(R::WrongAudience));
-    assert_eq!(check(&v, &token(json!({ "iss": iss, "aud": [] })), "alice"), Err(R::WrongAudience));
-    assert_eq!(check(&v, &token(json!({ "iss": iss, "aud": 7 })), "alice"), Err(R::WrongAudience));
-    assert_eq!(check(&v, &token(json!({ "iss": iss })), "alice"), Err(R::WrongAudience));
+    check(
+        &v,
+        &token(json!({ "iss": iss, "aud": ["other", "matrix"] })),
+        "alice",
+    )
+    .expect("array aud");
     assert_eq!(
-        check(&v, &token(json!({ "iss": "https://evil.example", "aud": "synapse" })), "alice"),
+        check(&v, &token(json!({ "iss": iss, "aud": "other" })), "alice"),
+        Err(R::WrongAudience)
+    );
+    assert_eq!(
+        check(&v, &token(json!({ "iss": iss, "aud": [] })), "alice"),
+        Err(R::WrongAudience)
+    );
+    assert_eq!(
+        check(&v, &token(json!({ "iss": iss, "aud": 7 })), "alice"),
+        Err(R::WrongAudience)
+    );
+    assert_eq!(
+        check(&v, &token(json!({ "iss": iss })), "alice"),
+        Err(R::WrongAudience)
+    );
+    assert_eq!(
+        check(
+            &v,
+            &token(json!({ "iss": "https://evil.example", "aud": "synapse" })),
+            "alice"
+        ),
         Err(R::WrongIssuer)
     );
-    assert_eq!(check(&v, &token(json!({ "aud": "synapse" })), "alice"), Err(R::WrongIssuer));
+    assert_eq!(
+        check(&v, &token(json!({ "aud": "synapse" })), "alice"),
+        Err(R::WrongIssuer)
+    );
     // Not configured: not checked (as the original module).
-    check(&default_verifier(), &token(json!({ "iss": "x", "aud": "y" })), "alice").expect("unchecked");
+    check(
+        &default_verifier(),
+        &token(json!({ "iss": "x", "aud": "y" })),
+        "alice",
+    )
+    .expect("unchecked");
 }
 
 #[test]
@@ -307,15 +441,33 @@ fn verify_subject_rules() {
             .unwrap_or_else(|e| panic!("{subject} / {user}: {e}"));
         assert_eq!(verdict.user_id, "@alice:example.org");
     }
-    assert_eq!(check(&v, &sub(json!("bob")), "alice"), Err(R::SubjectMismatch));
-    assert_eq!(check(&v, &sub(json!("@alice:other.server")), "alice"), Err(R::ForeignServer));
-    assert_eq!(check(&v, &sub(json!("alice")), "@alice:other.server"), Err(R::ForeignServer));
+    assert_eq!(
+        check(&v, &sub(json!("bob")), "alice"),
+        Err(R::SubjectMismatch)
+    );
+    assert_eq!(
+        check(&v, &sub(json!("@alice:other.server")), "alice"),
+        Err(R::ForeignServer)
+    );
+    assert_eq!(
+        check(&v, &sub(json!("alice")), "@alice:other.server"),
+        Err(R::ForeignServer)
+    );
     assert_eq!(check(&v, &sub(json!(42)), "alice"), Err(R::InvalidSubject));
-    assert_eq!(check(&v, &sub(json!(["alice"])), "alice"), Err(R::InvalidSubject));
+    assert_eq!(
+        check(&v, &sub(json!(["alice"])), "alice"),
+        Err(R::InvalidSubject)
+    );
     assert_eq!(check(&v, &sub(json!("")), "alice"), Err(R::InvalidSubject));
-    assert_eq!(check(&v, &sub(json!("al ice")), "al ice"), Err(R::InvalidSubject));
+    assert_eq!(
+        check(&v, &sub(json!("al ice")), "al ice"),
+        Err(R::InvalidSubject)
+    );
     assert_eq!(check(&v, &sub(json!("alice")), ""), Err(R::InvalidUser));
-    assert_eq!(check(&v, &hs512(&json!({ "exp": NOW + 60 })), "alice"), Err(R::InvalidSubject));
+    assert_eq!(
+        check(&v, &hs512(&json!({ "exp": NOW + 60 })), "alice"),
+        Err(R::InvalidSubject)
+    );
 
     // Another claim may name the user.
     let v = verifier(json!({ "subject_claim": "preferred_username" }));
@@ -329,20 +481,43 @@ fn verify_chatbox_rule() {
     let user = "guest-123e4567-e89b-42d3-a456-426614174000";
     let token = |sub: &str| hs512(&json!({ "sub": sub, "exp": NOW + 60, "type": "chatbox" }));
     check(&v, &token(user), user).expect("uuid localpart");
-    assert_eq!(check(&v, &token("guest"), "guest"), Err(R::ChatboxLocalpart));
+    assert_eq!(
+        check(&v, &token("guest"), "guest"),
+        Err(R::ChatboxLocalpart)
+    );
     // other types are not special
-    check(&v, &hs512(&json!({ "sub": "guest", "exp": NOW + 60, "type": "web" })), "guest")
-        .expect("type web");
+    check(
+        &v,
+        &hs512(&json!({ "sub": "guest", "exp": NOW + 60, "type": "web" })),
+        "guest",
+    )
+    .expect("type web");
 }
 
 #[test]
 fn verify_admin_claim_must_be_boolean() {
     let v = default_verifier();
     let token = |admin: Value| hs512(&json!({ "sub": "alice", "exp": NOW + 60, "admin": admin }));
-    assert_eq!(check(&v, &token(json!(true)), "alice").map(|v| v.admin), Ok(Some(true)));
-    assert_eq!(check(&v, &token(json!(false)), "alice").map(|v| v.admin), Ok(Some(false)));
-    for bad in [json!("true"), json!(1), json!(null), json!("false"), json!({})] {
-        assert_eq!(check(&v, &token(bad.clone()), "alice"), Err(R::InvalidAdminClaim), "{bad}");
+    assert_eq!(
+        check(&v, &token(json!(true)), "alice").map(|v| v.admin),
+        Ok(Some(true))
+    );
+    assert_eq!(
+        check(&v, &token(json!(false)), "alice").map(|v| v.admin),
+        Ok(Some(false))
+    );
+    for bad in [
+        json!("true"),
+        json!(1),
+        json!(null),
+        json!("false"),
+        json!({}),
+    ] {
+        assert_eq!(
+            check(&v, &token(bad.clone()), "alice"),
+            Err(R::InvalidAdminClaim),
+            "{bad}"
+        );
     }
     let v = verifier(json!({ "admin_claim": "is_admin" }));
     let t = hs512(&json!({ "sub": "alice", "exp": NOW + 60, "is_admin": true, "admin": "x" }));
@@ -352,13 +527,20 @@ fn verify_admin_claim_must_be_boolean() {
 #[test]
 fn verify_displayname_claim() {
     let v = verifier(json!({ "allow_registration": true, "update_displayname_on_login": false }));
-    let token = |name: Value| hs512(&json!({ "sub": "alice", "exp": NOW + 60, "displayname": name }));
+    let token =
+        |name: Value| hs512(&json!({ "sub": "alice", "exp": NOW + 60, "displayname": name }));
     let verdict = check(&v, &token(json!("Alice Liddell")), "alice").expect("accepted");
     assert_eq!(verdict.displayname.as_deref(), Some("Alice Liddell"));
     assert!(verdict.may_register);
     assert!(!verdict.update_displayname_on_login);
-    assert_eq!(check(&v, &token(json!(5)), "alice"), Err(R::InvalidDisplayname));
-    assert_eq!(check(&v, &token(json!("x".repeat(257))), "alice"), Err(R::InvalidDisplayname));
+    assert_eq!(
+        check(&v, &token(json!(5)), "alice"),
+        Err(R::InvalidDisplayname)
+    );
+    assert_eq!(
+        check(&v, &token(json!("x".repeat(257))), "alice"),
+        Err(R::InvalidDisplayname)
+    );
 }
 
 #[test]
@@ -367,7 +549,12 @@ fn verify_rejection_carries_header_fields_for_the_audit_log() {
     let mut header = Header::new(Algorithm::HS512);
     header.kid = Some("k2".into());
     let rejection = v
-        .verify(&sign_with_header(header, SECRET, &claims()), "alice", SERVER, NOW)
+        .verify(
+            &sign_with_header(header, SECRET, &claims()),
+            "alice",
+            SERVER,
+            NOW,
+        )
         .expect_err("wrong kid");
     assert_eq!(rejection.alg.as_deref(), Some("HS512"));
     assert_eq!(rejection.kid.as_deref(), Some("k2"));
@@ -375,14 +562,20 @@ fn verify_rejection_carries_header_fields_for_the_audit_log() {
 
 #[test]
 fn reject_reason_codes_are_stable_and_unique() {
-    let codes: Vec<&str> = synapse_token_auth::RejectReason::ALL.iter().map(|r| r.as_str()).collect();
+    let codes: Vec<&str> = synapse_token_auth::RejectReason::ALL
+        .iter()
+        .map(|r| r.as_str())
+        .collect();
     let mut unique = codes.clone();
     unique.sort_unstable();
     unique.dedup();
     assert_eq!(unique.len(), codes.len());
     // serde uses the same codes as as_str (the daemon's JSON and the logs agree)
     for reason in synapse_token_auth::RejectReason::ALL {
-        assert_eq!(serde_json::to_value(reason).expect("serialize"), json!(reason.as_str()));
+        assert_eq!(
+            serde_json::to_value(reason).expect("serialize"),
+            json!(reason.as_str())
+        );
     }
     assert!(codes.contains(&"expired") && codes.contains(&"bad_signature"));
 }

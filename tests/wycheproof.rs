@@ -56,7 +56,9 @@ fn verifier_for(jwk_json: &Value) -> Option<Verifier> {
     let jwk: Jwk = serde_json::from_value(jwk_json.clone()).ok()?;
     let key = VerificationKey::from_jwk(&jwk).ok()?;
     let alg: Algorithm = jwk_json.get("alg")?.as_str()?.parse().ok()?;
-    let mut config = common::verifier(json!({ "allow_weak_secret": true })).config().clone();
+    let mut config = common::verifier(json!({ "allow_weak_secret": true }))
+        .config()
+        .clone();
     config.key = key;
     config.algorithms = vec![alg];
     Some(Verifier::new(config))
@@ -64,9 +66,14 @@ fn verifier_for(jwk_json: &Value) -> Option<Verifier> {
 
 #[test]
 fn wycheproof_jws_vectors() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/wycheproof/json_web_signature_test.json");
-    let file: File = serde_json::from_str(&std::fs::read_to_string(path).expect("vectors")).expect("json");
-    let (mut ran, mut unsupported, mut contradictory, mut failures) = (0, 0, Vec::new(), Vec::new());
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/wycheproof/json_web_signature_test.json"
+    );
+    let file: File =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("vectors")).expect("json");
+    let (mut ran, mut unsupported, mut contradictory, mut failures) =
+        (0, 0, Vec::new(), Vec::new());
     for group in &file.groups {
         // HMAC groups only have the (symmetric) private key; the others verify with the public one.
         let Some(jwk) = group.public.as_ref().or(group.private.as_ref()) else {
@@ -86,7 +93,10 @@ fn wycheproof_jws_vectors() {
             .collect();
         for case in &group.tests {
             let Value::String(token) = &case.jws else {
-                panic!("tc {}: JSON serialisation in the compact-only file", case.id);
+                panic!(
+                    "tc {}: JSON serialisation in the compact-only file",
+                    case.id
+                );
             };
             if case.result == "invalid" && valid_tokens.contains(&&case.jws) {
                 contradictory.push(case.id);
@@ -96,8 +106,7 @@ fn wycheproof_jws_vectors() {
             let accepted = verifier
                 .as_ref()
                 .is_some_and(|v| v.verify_signature(token).is_ok());
-            let expected = case.result == "valid"
-                && !STRICTER.iter().any(|(id, _)| *id == case.id);
+            let expected = case.result == "valid" && !STRICTER.iter().any(|(id, _)| *id == case.id);
             if accepted != expected {
                 failures.push(format!(
                     "tc {} ({} / {}): expected {}, got {}",
@@ -110,10 +119,22 @@ fn wycheproof_jws_vectors() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {ran} vectors disagree:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {ran} vectors disagree:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert!(ran > 380, "only {ran} vectors ran");
-    assert_eq!(unsupported, 2, "only the two P-521 (ES512) vectors may be skipped");
-    assert_eq!(contradictory, [367, 370], "vectors that repeat a valid token");
+    assert_eq!(
+        unsupported, 2,
+        "only the two P-521 (ES512) vectors may be skipped"
+    );
+    assert_eq!(
+        contradictory,
+        [367, 370],
+        "vectors that repeat a valid token"
+    );
     println!(
         "{ran} Wycheproof JWS vectors agree ({} of them refused more strictly than the vector); \
          {unsupported} ES512 vectors not applicable; {} contradict vector 357",

@@ -37,7 +37,9 @@ fn parse_duration(text: &str) -> Result<u64, String> {
         Some(i) => text.split_at(i),
         None => (text, "s"),
     };
-    let number: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration such as 3600, 10m or 1h"))?;
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 3600, 10m or 1h"))?;
     let factor = match unit {
         "s" => 1,
         "m" => 60,
@@ -45,17 +47,22 @@ fn parse_duration(text: &str) -> Result<u64, String> {
         "d" => 86_400,
         _ => return Err(format!("unit `{unit}` is not s, m, h or d")),
     };
-    number.checked_mul(factor).ok_or_else(|| format!("`{text}` is too long"))
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("`{text}` is too long"))
 }
 
 fn parse_claim(text: &str) -> Result<(String, Value), String> {
-    let (name, value) = text.split_once('=').ok_or_else(|| format!("`{text}` is not NAME=VALUE"))?;
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not NAME=VALUE"))?;
     let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
     Ok((name.to_owned(), value))
 }
 
 fn parse_alg(text: &str) -> Result<Algorithm, String> {
-    text.parse().map_err(|_| format!("algorithm `{text}` is not supported"))
+    text.parse()
+        .map_err(|_| format!("algorithm `{text}` is not supported"))
 }
 
 pub fn run(config: &std::path::Path, options: &Options) -> ExitCode {
@@ -101,10 +108,17 @@ fn signing_key(
     }
     let daemon = super::load_config(config).map_err(|()| super::exit(2))?;
     let policy = &daemon.document.policy;
-    let alg = options.alg.or(policy.algorithms.first().copied()).unwrap_or(Algorithm::HS512);
+    let alg = options
+        .alg
+        .or(policy.algorithms.first().copied())
+        .unwrap_or(Algorithm::HS512);
     let key = policy.key_source.encoding_key(alg).map_err(|err| {
         eprintln!("error: `{}`: {err}", policy.key_source.config_key());
         super::exit(2)
     })?;
-    Ok((key, alg, options.kid.clone().or_else(|| policy.key_id.clone())))
+    Ok((
+        key,
+        alg,
+        options.kid.clone().or_else(|| policy.key_id.clone()),
+    ))
 }

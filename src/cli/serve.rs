@@ -8,12 +8,18 @@ use synapse_token_auth::{
     telemetry,
 };
 
-pub fn run(config_path: &Path, activated: Result<Vec<(String, Listener)>, ActivationError>) -> ExitCode {
+pub fn run(
+    config_path: &Path,
+    activated: Result<Vec<(String, Listener)>, ActivationError>,
+) -> ExitCode {
     let sink = telemetry::init_daemon();
     let config = match server::DaemonConfig::load(config_path) {
         Ok(config) => config,
         Err(err) => {
-            tracing::error!(error = &err as &dyn std::error::Error, "cannot start: invalid configuration");
+            tracing::error!(
+                error = &err as &dyn std::error::Error,
+                "cannot start: invalid configuration"
+            );
             if sink == telemetry::Sink::Journald {
                 super::report_config_error(&err);
             }
@@ -22,12 +28,10 @@ pub fn run(config_path: &Path, activated: Result<Vec<(String, Listener)>, Activa
         }
     };
     let listeners = match activated {
-        Ok(activated) if !activated.is_empty() => {
-            activated
-                .into_iter()
-                .map(|(name, listener)| (format!("{} ({name})", listener.describe()), listener))
-                .collect()
-        }
+        Ok(activated) if !activated.is_empty() => activated
+            .into_iter()
+            .map(|(name, listener)| (format!("{} ({name})", listener.describe()), listener))
+            .collect(),
         Ok(_) => match server::bind(&config) {
             Ok(listeners) => listeners,
             Err(err) => {
@@ -36,11 +40,18 @@ pub fn run(config_path: &Path, activated: Result<Vec<(String, Listener)>, Activa
             }
         },
         Err(err) => {
-            tracing::error!(error = &err as &dyn std::error::Error, "cannot use the sockets passed by systemd");
+            tracing::error!(
+                error = &err as &dyn std::error::Error,
+                "cannot use the sockets passed by systemd"
+            );
             return super::exit(1);
         }
     };
-    let result = actix_web::rt::System::new().block_on(server::run(config_path.to_owned(), config, listeners));
+    let result = actix_web::rt::System::new().block_on(server::run(
+        config_path.to_owned(),
+        config,
+        listeners,
+    ));
     match result {
         Ok(()) => {
             tracing::info!("stopped");

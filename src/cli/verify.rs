@@ -56,12 +56,16 @@ pub fn run(config: &Path, options: &Options) -> ExitCode {
 fn explain(reason: synapse_token_auth::RejectReason) -> &'static str {
     use synapse_token_auth::RejectReason as R;
     match reason {
-        R::MalformedToken => "the token is not a compact JWS: three base64url parts, JSON header and payload",
+        R::MalformedToken => {
+            "the token is not a compact JWS: three base64url parts, JSON header and payload"
+        }
         R::TokenTooLarge => "the token is longer than 8 KiB",
         R::AlgorithmNotAllowed => "the header's `alg` is not in the configured `algorithm` list",
         R::UnsupportedHeader => "the header has `crit`; no JWS extensions are supported",
         R::UnknownKeyId => "the header's `kid` does not match the configured `key_id`",
-        R::BadSignature => "the signature does not verify with the configured key: wrong key or modified token",
+        R::BadSignature => {
+            "the signature does not verify with the configured key: wrong key or modified token"
+        }
         R::MalformedClaim => "`exp`, `nbf` or `iat` is not a number",
         R::MissingExpiry => "no `exp` claim, and `require_expiry` is on",
         R::Expired => "`exp` is in the past (more than `leeway_seconds` ago)",
@@ -69,13 +73,17 @@ fn explain(reason: synapse_token_auth::RejectReason) -> &'static str {
         R::IssuedInFuture => "`iat` is in the future (beyond `leeway_seconds`): check the clocks",
         R::WrongIssuer => "`iss` is missing or differs from the configured `issuer`",
         R::WrongAudience => "`aud` names none of the configured `audiences`",
-        R::InvalidSubject => "the subject claim is missing, not a string, or not a valid Matrix user",
+        R::InvalidSubject => {
+            "the subject claim is missing, not a string, or not a valid Matrix user"
+        }
         R::InvalidUser => "`--user` is not a valid localpart or user id",
         R::ForeignServer => "a full user id of another homeserver than `--server-name`",
         R::SubjectMismatch => "the subject claim names another user than `--user`",
         R::ChatboxLocalpart => "`type: chatbox` requires a localpart ending in a UUID",
         R::InvalidAdminClaim => "the admin claim must be a JSON boolean",
-        R::InvalidDisplayname => "the display name claim must be a string of at most 256 characters",
+        R::InvalidDisplayname => {
+            "the display name claim must be a string of at most 256 characters"
+        }
         _ => "see the documentation of this reason code",
     }
 }

@@ -31,7 +31,9 @@ impl Scratch {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("config.toml"), config).expect("config");
         let notify = UnixDatagram::bind(dir.path().join("notify")).expect("notify socket");
-        notify.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        notify
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
         Self { dir, notify }
     }
 
@@ -50,7 +52,10 @@ impl Scratch {
     /// The next notification datagram, as text.
     pub fn next_notification(&self) -> String {
         let mut buf = [0u8; 4096];
-        let n = self.notify.recv(&mut buf).expect("a notification within 10 s");
+        let n = self
+            .notify
+            .recv(&mut buf)
+            .expect("a notification within 10 s");
         String::from_utf8_lossy(&buf[..n]).into_owned()
     }
 
@@ -215,7 +220,10 @@ pub fn request(mut stream: impl Read + Write, method: &str, path: &str, body: &[
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_owned()
@@ -226,7 +234,9 @@ pub fn request(mut stream: impl Read + Write, method: &str, path: &str, body: &[
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if size == 0 || rest.len() < size {
             break;
         }
@@ -238,13 +248,17 @@ fn dechunk(mut body: &str) -> String {
 
 pub fn unix_request(path: &Path, method: &str, uri: &str, body: &[u8]) -> Response {
     let stream = UnixStream::connect(path).expect("connect unix socket");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     request(stream, method, uri, body)
 }
 
 pub fn tcp_request(addr: std::net::SocketAddr, method: &str, uri: &str, body: &[u8]) -> Response {
     let stream = TcpStream::connect(addr).expect("connect tcp socket");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     request(stream, method, uri, body)
 }
 

@@ -15,7 +15,9 @@ pub const NOW: u64 = 1_800_000_000;
 pub const SERVER: &str = "example.org";
 
 pub fn key_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/keys")
+        .join(name)
 }
 
 pub fn key_pem(name: &str) -> Vec<u8> {
@@ -28,9 +30,15 @@ pub fn verifier(config: Value) -> Verifier {
 }
 
 pub fn try_verifier(mut config: Value) -> Result<Verifier, synapse_token_auth::ConfigError> {
-    let has_key = ["secret", "secret_file", "secret_credential", "keyfile", "keyfile_credential"]
-        .iter()
-        .any(|k| config.get(k).is_some());
+    let has_key = [
+        "secret",
+        "secret_file",
+        "secret_credential",
+        "keyfile",
+        "keyfile_credential",
+    ]
+    .iter()
+    .any(|k| config.get(k).is_some());
     if !has_key {
         config["secret"] = json!(SECRET);
     }
@@ -45,8 +53,12 @@ pub fn claims() -> Value {
 
 pub fn encoding_key(alg: Algorithm, key: &str) -> EncodingKey {
     match alg {
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => EncodingKey::from_secret(key.as_bytes()),
-        Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(&key_pem(key)).expect("ec key"),
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
+            EncodingKey::from_secret(key.as_bytes())
+        }
+        Algorithm::ES256 | Algorithm::ES384 => {
+            EncodingKey::from_ec_pem(&key_pem(key)).expect("ec key")
+        }
         Algorithm::EdDSA => EncodingKey::from_ed_pem(&key_pem(key)).expect("ed key"),
         _ => EncodingKey::from_rsa_pem(&key_pem(key)).expect("rsa key"),
     }
@@ -72,7 +84,12 @@ pub fn b64(bytes: &[u8]) -> String {
 
 /// A token with arbitrary header and payload text and a raw signature: for hostile input.
 pub fn raw_token(header: &str, payload: &str, signature: &[u8]) -> String {
-    format!("{}.{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()), b64(signature))
+    format!(
+        "{}.{}.{}",
+        b64(header.as_bytes()),
+        b64(payload.as_bytes()),
+        b64(signature)
+    )
 }
 
 /// HMAC-SHA-`bits` over `message`, for forging tokens with chosen bytes as the secret.
@@ -83,7 +100,9 @@ pub fn hmac(bits: u16, secret: &[u8], message: &[u8]) -> Vec<u8> {
         384 => hmac::HMAC_SHA384,
         _ => hmac::HMAC_SHA512,
     };
-    hmac::sign(&hmac::Key::new(alg, secret), message).as_ref().to_vec()
+    hmac::sign(&hmac::Key::new(alg, secret), message)
+        .as_ref()
+        .to_vec()
 }
 
 #[cfg(feature = "daemon")]

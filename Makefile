@@ -1,0 +1,28 @@
+# The two commands of the README:
+#   make demo   a local Synapse (SQLite, loopback) with JWT login working
+#   make test   every test: Rust unit and integration tests, lints
+# `make help` lists the rest.
+
+CARGO ?= cargo
+
+.PHONY: help test lint test-rust bench demo
+
+help:
+	@echo "make demo    run a local Synapse with JWT login (Ctrl-C stops it)"
+	@echo "make test    run all tests and lints"
+	@echo "make bench   run the benchmarks (a few minutes)"
+
+test: lint test-rust
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(CARGO) clippy --workspace --no-default-features --lib --locked -- -D warnings
+
+test-rust:
+	$(CARGO) test --workspace --locked
+	# The core alone, as the Python extension links it: no actix, no tokio.
+	$(CARGO) test --no-default-features --lib --test verify --test wycheproof --locked
+
+bench:
+	$(CARGO) bench --bench verify
