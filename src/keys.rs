@@ -147,7 +147,7 @@ pub enum KeyError {
     EmptySecret,
     #[error(
         "the secret is {len} bytes but {algorithm:?} needs at least {needed} bytes (RFC 7518 section 3.2); \
-         use a longer secret or set `allow_weak_secret = true`"
+         use a longer secret or set `allow_weak_secret` to true"
     )]
     WeakSecret {
         len: usize,

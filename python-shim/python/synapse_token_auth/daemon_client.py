@@ -1,0 +1,126 @@
+"""Asking the verifier daemon, without blocking Synapse's reactor.
+
+Twisted's own HTTP client over a UNIX (or TCP) endpoint: no threads, no extra dependencies.
+Every failure (daemon down, timeout, garbage answer) becomes a rejection with a reason code, so
+the login fails closed and Synapse keeps serving.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import UNIXClientEndpoint
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgentEndpointFactory
+from zope.interface import implementer
+
+from synapse_token_auth.config import DaemonEndpoint
+
+logger = logging.getLogger(__name__)
+
+#: The daemon's answers are a few hundred bytes; anything larger is not the daemon.
+MAX_RESPONSE_BYTES = 64 * 1024
+_HEADERS = Headers({b"Content-Type": [b"application/json"], b"User-Agent": [b"synapse-token-auth"]})
+
+
+class DaemonUnavailable(Exception):
+    """The daemon could not give a verdict; the reason code says why."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+@implementer(IAgentEndpointFactory)
+class _UnixEndpointFactory:
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    def endpointForURI(self, uri: Any) -> IStreamClientEndpoint:  # noqa: N802 (Twisted's name)
+        return UNIXClientEndpoint(reactor, self._path)
+
+
+class DaemonClient:
+    """POSTs to the daemon's ``/v1/verify`` over a kept-alive connection pool."""
+
+    def __init__(self, endpoint: DaemonEndpoint, make_deferred_yieldable: Any = None) -> None:
+        self._timeout = endpoint.timeout
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        pool.maxPersistentPerHost = 16
+        pool.cachedConnectionTimeout = 60
+        if endpoint.socket is not None:
+            self._agent = Agent.usingEndpointFactory(
+                reactor, _UnixEndpointFactory(endpoint.socket), pool=pool
+            )
+            self._url = b"http://verifier/v1/verify"
+        else:
+            assert endpoint.url is not None
+            self._agent = Agent(reactor, pool=pool)
+            self._url = (endpoint.url + "/v1/verify").encode("ascii")
+        self.description = endpoint.socket or endpoint.url or ""
+        # Synapse's log contexts need foreign Deferreds wrapped; identity outside Synapse.
+        self._yieldable = make_deferred_yieldable or (lambda d: d)
+
+    async def verify(self, token: str, user: str, server_name: str) -> dict[str, Any]:
+        """The daemon's verdict as a dict; raises DaemonUnavailable when there is none."""
+        body = json.dumps({"token": token, "user": user, "server_name": server_name}).encode()
+        try:
+            status, payload = await self._yieldable(self._post(body))
+        except DaemonUnavailable:
+            raise
+        except defer.TimeoutError:
+            raise DaemonUnavailable(
+                "daemon_timeout", f"no answer within {self._timeout:g} s"
+            ) from None
+        except Exception as e:  # connection refused, reset, no such socket, ...
+            raise DaemonUnavailable("daemon_unavailable", f"{type(e).__name__}: {e}") from None
+        return _parse_answer(status, payload)
+
+    def _post(self, body: bytes) -> defer.Deferred:
+        d = self._agent.request(b"POST", self._url, _HEADERS, FileBodyProducer(io.BytesIO(body)))
+
+        def read(response: Any) -> defer.Deferred:
+            if response.length is not None and response.length != -1 and (
+                response.length > MAX_RESPONSE_BYTES
+            ):
+                response.deliverBody(_Discard())
+                raise DaemonUnavailable("daemon_error", f"answer of {response.length} bytes")
+            return readBody(response).addCallback(lambda payload: (response.code, payload))
+
+        d.addCallback(read)
+        d.addTimeout(self._timeout, reactor)
+        return d
+
+
+class _Discard:
+    def makeConnection(self, transport: Any) -> None:  # noqa: N802
+        transport.stopProducing()
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        pass
+
+    def connectionLost(self, reason: Any) -> None:  # noqa: N802
+        pass
+
+
+def _parse_answer(status: int, payload: bytes) -> dict[str, Any]:
+    if len(payload) > MAX_RESPONSE_BYTES:
+        raise DaemonUnavailable("daemon_error", f"answer of {len(payload)} bytes")
+    try:
+        answer = json.loads(payload)
+    except ValueError:
+        raise DaemonUnavailable("daemon_error", f"HTTP {status} with a body that is not JSON") from None
+    if not isinstance(answer, dict):
+        raise DaemonUnavailable("daemon_error", f"HTTP {status} with an unexpected body")
+    if status == 200 and isinstance(answer.get("user_id"), str) and isinstance(answer.get("localpart"), str):
+        answer["result"] = "accepted"
+        return answer
+    if status == 403 and isinstance(answer.get("reason"), str):
+        return {"result": "rejected", "reason": answer["reason"], "alg": None, "kid": None}
+    raise DaemonUnavailable("daemon_error", f"HTTP {status}: {payload[:200]!r}")
