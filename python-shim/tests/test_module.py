@@ -1,0 +1,232 @@
+"""TokenAuthenticator against a ModuleApi stand-in whose methods have Synapse's real signatures
+(`create_autospec` of the installed Synapse's ModuleApi): an unexpected call or argument fails.
+Every refusal asserts the reason code in the log, not only the ``None``."""
+
+from __future__ import annotations
+
+import logging
+from unittest.mock import create_autospec
+
+import pytest
+from helpers import SECRET, SERVER_NAME, claims, token
+from synapse.module_api import ModuleApi
+from synapse.module_api.errors import SynapseError
+from synapse.types import UserID
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from synapse_token_auth import LOGIN_TYPE, TokenAuthenticator
+from synapse_token_auth.daemon_client import DaemonUnavailable, _parse_answer
+
+
+def run(coro):
+    """Drives a coroutine whose awaits all complete synchronously (as the stand-ins do)."""
+    results = []
+    defer.ensureDeferred(coro).addBoth(results.append)
+    assert results, "coroutine did not complete"
+    if isinstance(results[0], Failure):
+        results[0].raiseException()
+    return results[0]
+
+
+def make_api(existing: dict[str, str] | None = None):
+    """`existing` maps lowercase user ids to their canonical spelling."""
+    api = create_autospec(ModuleApi, instance=True)
+    api.server_name = SERVER_NAME
+    existing = existing if existing is not None else {}
+    api.check_user_exists.side_effect = lambda user_id: defer.succeed(existing.get(user_id.lower()))
+
+    def register_user(localpart, displayname=None, emails=None, admin=False):
+        user_id = f"@{localpart}:{SERVER_NAME}"
+        existing[user_id] = user_id
+        return defer.succeed(user_id)
+
+    api.register_user.side_effect = register_user
+    return api
+
+
+def make_module(api, **config):
+    return TokenAuthenticator(TokenAuthenticator.parse_config({"secret": SECRET, **config}), api)
+
+
+def login(module, user, tok):
+    return run(module.check_auth(user, LOGIN_TYPE, {"token": tok}))
+
+
+def assert_rejected(caplog, reason, user_id):
+    lines = [r.getMessage() for r in caplog.records if "JWT login rejected" in r.getMessage()]
+    assert any(f"for {user_id}: {reason}" in line for line in lines), lines
+
+
+def test_module_registers_the_login_type():
+    api = make_api()
+    module = make_module(api)
+    api.register_password_auth_provider_callbacks.assert_called_once_with(
+        auth_checkers={(LOGIN_TYPE, ("token",)): module.check_auth}
+    )
+    assert module.check_jwt_auth == module.check_auth
+
+
+def test_module_returns_canonical_user_id_of_existing_user():
+    api = make_api({"@alice:test.local": "@Alice:test.local"})
+    module = make_module(api)
+    assert login(module, "alice", token(claims("alice"))) == ("@Alice:test.local", None)
+    assert login(module, "@ALICE:test.local", token(claims("@alice:test.local"))) == ("@Alice:test.local", None)
+    api.register_user.assert_not_called()
+    api.set_user_admin.assert_not_called()
+    api.set_displayname.assert_not_called()
+
+
+def test_module_registers_new_user_only_when_allowed(caplog):
+    caplog.set_level(logging.INFO)
+    api = make_api()
+    assert login(make_module(api), "bob", token(claims("bob"))) is None
+    assert_rejected(caplog, "unknown_user", "@bob:test.local")
+    api.register_user.assert_not_called()
+
+    module = make_module(api, allow_registration=True)
+    tok = token(claims("bob", displayname="Bob B", admin=True))
+    assert login(module, "Bob", tok) == ("@bob:test.local", None)
+    api.register_user.assert_called_once_with("bob", displayname="Bob B", admin=True)
+    # both were applied by the registration itself
+    api.set_user_admin.assert_not_called()
+    api.set_displayname.assert_not_called()
+
+
+def test_module_treats_concurrent_registration_as_success():
+    api = make_api()
+    calls = []
+
+    def register_user(localpart, displayname=None, emails=None, admin=False):
+        calls.append(localpart)
+        # another login won the race: the user exists now
+        api.check_user_exists.side_effect = lambda user_id: defer.succeed("@carol:test.local")
+        return defer.fail(SynapseError(400, "User ID already taken.", errcode="M_USER_IN_USE"))
+
+    api.register_user.side_effect = register_user
+    module = make_module(api, allow_registration=True)
+    assert login(module, "carol", token(claims("carol"))) == ("@carol:test.local", None)
+    assert calls == ["carol"]
+
+
+def test_module_refuses_when_registration_fails(caplog):
+    api = make_api()
+    api.register_user.side_effect = lambda *a, **k: defer.fail(
+        SynapseError(400, "User ID can only contain ...", errcode="M_INVALID_USERNAME")
+    )
+    module = make_module(api, allow_registration=True)
+    assert login(module, "dave", token(claims("dave"))) is None
+    assert "registration failed" in caplog.text
+
+
+def test_module_applies_admin_claim_to_existing_user():
+    api = make_api({"@erin:test.local": "@erin:test.local"})
+    module = make_module(api)
+    login(module, "erin", token(claims("erin", admin=True)))
+    api.set_user_admin.assert_called_once_with("@erin:test.local", True)
+    api.set_user_admin.reset_mock()
+    login(module, "erin", token(claims("erin", admin=False)))
+    api.set_user_admin.assert_called_once_with("@erin:test.local", False)
+
+
+def test_module_rejects_non_boolean_admin_claim(caplog):
+    caplog.set_level(logging.INFO)
+    api = make_api({"@erin:test.local": "@erin:test.local"})
+    assert login(make_module(api), "erin", token(claims("erin", admin="true"))) is None
+    assert_rejected(caplog, "invalid_admin_claim", "@erin:test.local")
+    api.set_user_admin.assert_not_called()
+
+
+def test_module_applies_displayname_on_login_unless_disabled():
+    api = make_api({"@frank:test.local": "@frank:test.local"})
+    login(make_module(api), "frank", token(claims("frank", displayname="Frank")))
+    api.set_displayname.assert_called_once_with(UserID.from_string("@frank:test.local"), "Frank")
+    api.set_displayname.reset_mock()
+    login(make_module(api, update_displayname_on_login=False), "frank", token(claims("frank", displayname="F")))
+    api.set_displayname.assert_not_called()
+
+
+@pytest.mark.parametrize(
+    ("user", "tok", "reason", "logged_user"),
+    [
+        ("alice", token(claims("alice"), secret=SECRET.replace("0", "1")), "bad_signature", "@alice:test.local"),
+        ("alice", token(claims("alice"), alg="HS256"), "algorithm_not_allowed", "@alice:test.local"),
+        ("alice", token({"sub": "alice", "exp": 1}), "expired", "@alice:test.local"),
+        ("alice", token({"sub": "alice"}), "missing_expiry", "@alice:test.local"),
+        ("alice", token(claims("alice", nbf=4_000_000_000)), "not_yet_valid", "@alice:test.local"),
+        ("alice", token(claims("@alice:other.example")), "foreign_server", "@alice:test.local"),
+        ("alice", token(claims("bob")), "subject_mismatch", "@alice:test.local"),
+        ("alice", "garbage", "malformed_token", "@alice:test.local"),
+        ("alice", token(claims("alice", type="chatbox")), "chatbox_localpart", "@alice:test.local"),
+    ],
+)
+def test_module_rejects_with_reason(caplog, user, tok, reason, logged_user):
+    caplog.set_level(logging.INFO)
+    api = make_api({"@alice:test.local": "@alice:test.local"})
+    assert login(make_module(api), user, tok) is None
+    assert_rejected(caplog, reason, logged_user)
+    assert tok not in caplog.text, "token in the log"
+    api.set_user_admin.assert_not_called()
+
+
+def test_module_checks_audience_and_issuer_when_configured(caplog):
+    caplog.set_level(logging.INFO)
+    api = make_api({"@alice:test.local": "@alice:test.local"})
+    module = make_module(api, audiences=["synapse"], issuer="https://idp")
+    assert login(module, "alice", token(claims("alice", aud="synapse", iss="https://idp")))
+    assert login(module, "alice", token(claims("alice", aud="other", iss="https://idp"))) is None
+    assert_rejected(caplog, "wrong_audience", "@alice:test.local")
+
+
+def test_module_verifies_asymmetric_tokens():
+    from helpers import KEYS
+
+    api = make_api({"@alice:test.local": "@alice:test.local"})
+    config = TokenAuthenticator.parse_config({"keyfile": str(KEYS / "rsa.crt"), "algorithm": "RS256"})
+    module = TokenAuthenticator(config, api)
+    assert login(module, "alice", token(claims("alice"), alg="RS256")) == ("@alice:test.local", None)
+    config = TokenAuthenticator.parse_config({"keyfile": str(KEYS / "p256.pub"), "algorithm": "ES256"})
+    module = TokenAuthenticator(config, api)
+    assert login(module, "alice", token(claims("alice"), alg="ES256")) == ("@alice:test.local", None)
+
+
+def test_module_ignores_other_login_types_and_missing_token(caplog):
+    caplog.set_level(logging.INFO)
+    api = make_api()
+    module = make_module(api)
+    assert run(module.check_auth("alice", "m.login.password", {"password": "x"})) is None
+    assert run(module.check_auth("alice", LOGIN_TYPE, {})) is None
+    assert run(module.check_auth("alice", LOGIN_TYPE, {"token": 42})) is None
+    assert_rejected(caplog, "malformed_token", "@alice:test.local")
+
+
+def test_module_never_raises_into_synapse(caplog):
+    api = make_api()
+    api.check_user_exists.side_effect = lambda user_id: defer.fail(RuntimeError("database is gone"))
+    module = make_module(api)
+    assert login(module, "alice", token(claims("alice"))) is None
+    assert "unexpected error" in caplog.text and "database is gone" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "reason"),
+    [
+        (200, b"not json", "daemon_error"),
+        (200, b"[]", "daemon_error"),
+        (200, b'{"user_id": 5}', "daemon_error"),
+        (500, b'{"reason": "expired"}', "daemon_error"),
+        (403, b"{}", "daemon_error"),
+        (200, b"x" * (65 * 1024), "daemon_error"),
+    ],
+)
+def test_daemon_answers_that_are_not_verdicts_fail_closed(status, body, reason):
+    with pytest.raises(DaemonUnavailable) as e:
+        _parse_answer(status, body)
+    assert e.value.reason == reason
+
+
+def test_daemon_answers_that_are_verdicts():
+    ok = _parse_answer(200, b'{"user_id": "@a:b", "localpart": "a", "may_register": false}')
+    assert ok["result"] == "accepted"
+    no = _parse_answer(403, b'{"reason": "expired"}')
+    assert no == {"result": "rejected", "reason": "expired", "alg": None, "kid": None}
