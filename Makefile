@@ -5,14 +5,17 @@
 
 CARGO ?= cargo
 
-.PHONY: help test lint test-rust bench demo
+.PHONY: help test lint test-rust test-python test-demo bench demo
 
 help:
 	@echo "make demo    run a local Synapse with JWT login (Ctrl-C stops it)"
 	@echo "make test    run all tests and lints"
 	@echo "make bench   run the benchmarks (a few minutes)"
 
-test: lint test-rust
+test: lint test-rust test-python test-demo
+
+demo:
+	./examples/demo.sh
 
 lint:
 	$(CARGO) fmt --all --check
@@ -23,6 +26,13 @@ test-rust:
 	$(CARGO) test --workspace --locked
 	# The core alone, as the Python extension links it: no actix, no tokio.
 	$(CARGO) test --no-default-features --lib --test verify --test wycheproof --locked
+
+test-python:
+	./python-shim/run-tests.sh
+
+# The README's first command, non-interactively: one JWT login against a fresh Synapse.
+test-demo:
+	DEMO_PORT=18448 ./examples/demo.sh --check
 
 bench:
 	$(CARGO) bench --bench verify

@@ -16,9 +16,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from helpers import SERVER_NAME, daemon_binary
+from helpers import REPO, daemon_binary
 
-SHARED_SECRET = "test-only-registration-secret"
+# The same homeserver.yaml as `make demo` (examples/homeserver_config.py).
+sys.path.insert(0, str(REPO / "examples"))
+import homeserver_config  # noqa: E402
 
 
 def free_port() -> int:
@@ -74,62 +76,19 @@ class Daemon:
 
 
 class Homeserver:
-    def __init__(self, directory: Path, module_config: dict[str, Any], module: str = "synapse_token_auth.TokenAuthenticator") -> None:
+    def __init__(self, directory: Path, module_config: dict[str, Any]) -> None:
         self.dir = directory
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = directory / "homeserver.log"
         self.process: subprocess.Popen | None = None
-        self._write_config(module, module_config)
-
-    def _write_config(self, module: str, module_config: dict[str, Any]) -> None:
-        from signedjson.key import generate_signing_key, write_signing_keys
-
-        d = self.dir
-        with open(d / "signing.key", "w") as f:
-            write_signing_keys(f, [generate_signing_key("a")])
-        (d / "log.yaml").write_text(json.dumps({
-            "version": 1,
-            "formatters": {"precise": {"format": "%(asctime)s %(name)s %(levelname)s %(message)s"}},
-            "handlers": {"file": {"class": "logging.FileHandler", "formatter": "precise", "filename": str(self.log)}},
-            "root": {"level": "WARNING", "handlers": ["file"]},
-            "loggers": {"synapse_token_auth": {"level": "INFO"}, "synapse.module_api": {"level": "INFO"}},
-            "disable_existing_loggers": False,
-        }))
-        relaxed = {"per_second": 10000, "burst_count": 100000}
-        config = {
-            "server_name": SERVER_NAME,
-            "pid_file": str(d / "homeserver.pid"),
-            "listeners": [{
-                "port": self.port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": False,
-                "x_forwarded": False, "resources": [{"names": ["client"], "compress": False}],
-            }],
-            "database": {"name": "sqlite3", "args": {"database": str(d / "homeserver.db")}},
-            "log_config": str(d / "log.yaml"),
-            "media_store_path": str(d / "media"),
-            "signing_key_path": str(d / "signing.key"),
-            "macaroon_secret_key": "test-only",
-            "form_secret": "test-only",
-            "registration_shared_secret": SHARED_SECRET,
-            "report_stats": False,
-            "enable_registration": False,
-            "trusted_key_servers": [],
-            "suppress_key_server_warning": True,
-            "federation_domain_whitelist": [],
-            "presence": {"enabled": False},
-            "rc_login": {"address": relaxed, "account": relaxed, "failed_attempts": relaxed},
-            "rc_registration": relaxed,
-            "rc_message": relaxed,
-            "rc_admin_redaction": relaxed,
-            "modules": [{"module": module, "config": module_config}],
-        }
-        # JSON is YAML: no YAML writer needed.
-        (d / "homeserver.yaml").write_text(json.dumps(config, indent=1))
+        self.config = homeserver_config.write(directory, self.port, module_config)
+        self.shared_secret = json.loads(self.config.read_text())["registration_shared_secret"]
 
     def start(self) -> None:
         with open(self.dir / "stdout.log", "ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "synapse.app.homeserver", "-c", str(self.dir / "homeserver.yaml")],
+                [sys.executable, "-m", "synapse.app.homeserver", "-c", str(self.config)],
                 cwd=self.dir, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
             )
         def up() -> bool:
@@ -182,7 +141,7 @@ class Homeserver:
         status, nonce = self.request("GET", "/_synapse/admin/v1/register")
         assert status == 200, nonce
         password = "test-only-password"
-        mac = hmac.new(SHARED_SECRET.encode(), digestmod=hashlib.sha1)
+        mac = hmac.new(self.shared_secret.encode(), digestmod=hashlib.sha1)
         mac.update(b"\x00".join([nonce["nonce"].encode(), localpart.encode(), password.encode(),
                                  b"admin" if admin else b"notadmin"]))
         status, body = self.request("POST", "/_synapse/admin/v1/register", {
