@@ -14,7 +14,9 @@ use synapse_token_auth::{Document, Origin, Verifier};
 const SECRET: &str = "bench-only-secret-0123456789abcdef0123456789abcdef0123456789abcdef";
 
 fn key(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/keys")
+        .join(name);
     std::fs::read(path).expect("fixture key")
 }
 
@@ -71,11 +73,14 @@ fn bench(c: &mut Criterion) {
     group.warm_up_time(Duration::from_millis(500));
     group.measurement_time(Duration::from_secs(2));
     for case in cases() {
-        let token = jsonwebtoken::encode(&Header::new(case.alg), &claims, &case.encoding).expect("sign");
+        let token =
+            jsonwebtoken::encode(&Header::new(case.alg), &claims, &case.encoding).expect("sign");
         let doc = Document::from_value(case.config.clone(), &[], Origin::Other("bench".into()))
             .expect("config");
         let verifier = Verifier::new(doc.policy);
-        verifier.verify(&token, "alice", "example.org", now).expect("valid");
+        verifier
+            .verify(&token, "alice", "example.org", now)
+            .expect("valid");
         let name = format!("{:?}", case.alg);
         group.bench_function(format!("{name}/synapse-token-auth"), |b| {
             b.iter(|| verifier.verify(black_box(&token), "alice", "example.org", now));
@@ -83,17 +88,25 @@ fn bench(c: &mut Criterion) {
         let validation = Validation::new(case.alg);
         jsonwebtoken::decode::<Value>(&token, &case.decoding, &validation).expect("valid");
         group.bench_function(format!("{name}/jsonwebtoken-decode"), |b| {
-            b.iter(|| jsonwebtoken::decode::<Value>(black_box(&token), &case.decoding, &validation));
+            b.iter(|| {
+                jsonwebtoken::decode::<Value>(black_box(&token), &case.decoding, &validation)
+            });
         });
     }
     // A rejection must not cost more than an acceptance: bad signature on HS512.
-    let doc = Document::from_value(json!({ "secret": SECRET }), &[], Origin::Other("bench".into()))
-        .expect("config");
+    let doc = Document::from_value(
+        json!({ "secret": SECRET }),
+        &[],
+        Origin::Other("bench".into()),
+    )
+    .expect("config");
     let verifier = Verifier::new(doc.policy);
     let forged = jsonwebtoken::encode(
         &Header::new(Algorithm::HS512),
         &claims,
-        &EncodingKey::from_secret(b"another-secret-another-secret-another-secret-another-secret-0000"),
+        &EncodingKey::from_secret(
+            b"another-secret-another-secret-another-secret-another-secret-0000",
+        ),
     )
     .expect("sign");
     group.bench_function("HS512/rejected-bad-signature", |b| {

@@ -56,7 +56,11 @@ impl PyVerifier {
     ) -> PyResult<Bound<'py, PyDict>> {
         let now = now.unwrap_or_else(synapse_token_auth::unix_now);
         let run = || self.inner.verify(token, user, server_name, now);
-        let outcome = if self.release_gil { py.detach(run) } else { run() };
+        let outcome = if self.release_gil {
+            py.detach(run)
+        } else {
+            run()
+        };
         let out = PyDict::new(py);
         match outcome {
             Ok(v) => {
