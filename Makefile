@@ -12,7 +12,7 @@ help:
 	@echo "make test    run all tests and lints"
 	@echo "make bench   run the benchmarks (a few minutes)"
 
-test: lint test-rust test-python test-demo
+test: lint test-rust test-demo test-python
 
 demo:
 	./examples/demo.sh
