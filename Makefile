@@ -5,14 +5,14 @@
 
 CARGO ?= cargo
 
-.PHONY: help test lint test-rust test-python test-demo bench demo
+.PHONY: help test lint test-rust test-python test-demo test-system bench demo
 
 help:
 	@echo "make demo    run a local Synapse with JWT login (Ctrl-C stops it)"
 	@echo "make test    run all tests and lints"
 	@echo "make bench   run the benchmarks (a few minutes)"
 
-test: lint test-rust test-demo test-python
+test: lint test-rust test-system test-demo test-python
 
 demo:
 	./examples/demo.sh
@@ -29,6 +29,11 @@ test-rust:
 
 test-python:
 	./python-shim/run-tests.sh
+
+# The shipped units under a real systemd (systemd-nspawn, needs root): login, registration,
+# socket activation, credentials, journald, reload and restart.
+test-system:
+	./tests/system/run.sh
 
 # The README's first command, non-interactively: one JWT login against a fresh Synapse.
 test-demo:

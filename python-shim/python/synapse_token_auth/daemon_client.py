@@ -15,7 +15,14 @@ from typing import Any
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
+from twisted.web.client import (
+    Agent,
+    FileBodyProducer,
+    HTTPConnectionPool,
+    RequestTransmissionFailed,
+    ResponseNeverReceived,
+    readBody,
+)
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
@@ -71,7 +78,13 @@ class DaemonClient:
         """The daemon's verdict as a dict; raises DaemonUnavailable when there is none."""
         body = json.dumps({"token": token, "user": user, "server_name": server_name}).encode()
         try:
-            status, payload = await self._yieldable(self._post(body))
+            try:
+                status, payload = await self._yieldable(self._post(body))
+            except (ResponseNeverReceived, RequestTransmissionFailed):
+                # A kept-alive connection to a daemon that has since restarted: the request never
+                # reached a live daemon. Verifying is free of side effects, so one retry on a new
+                # connection is safe (Twisted only retries idempotent methods by itself).
+                status, payload = await self._yieldable(self._post(body))
         except DaemonUnavailable:
             raise
         except defer.TimeoutError:

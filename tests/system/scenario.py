@@ -1,0 +1,321 @@
+#!/usr/bin/env python3
+"""System test: the shipped units under a real systemd (PID 1 in systemd-nspawn), with Synapse
+as a systemd service in daemon mode and the secret delivered only through LoadCredential=.
+
+Usage: scenario.py ROOTFS ARTIFACTS   (run.sh prepares both)
+
+Prints one line per step with pass/fail and its duration, then the `systemd-analyze security`
+exposure of the service. Exits non-zero if any step fails or the container cannot boot.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import hmac
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOTFS, ARTIFACTS = Path(sys.argv[1]), Path(sys.argv[2])
+SECRET = (ARTIFACTS / "jwt-secret").read_text().strip()
+SERVER = "test.local"
+results: list[tuple[str, bool, float, str]] = []
+
+
+class StepFailed(Exception):
+    pass
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        raise StepFailed(message)
+
+
+def step(name: str):
+    def run(fn):
+        started = time.monotonic()
+        try:
+            detail = fn() or ""
+            ok = True
+        except Exception as e:  # noqa: BLE001 - every failure is reported, then the run fails
+            detail, ok = f"{type(e).__name__}: {e}", False
+        elapsed = time.monotonic() - started
+        results.append((name, ok, elapsed, detail))
+        print(f"{'PASS' if ok else 'FAIL'}  {elapsed:6.2f}s  {name}" + (f"  [{detail}]" if detail else ""), flush=True)
+        return fn
+
+    return run
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+PORT = free_port()
+BASE = f"http://127.0.0.1:{PORT}"
+
+
+class Container:
+    def __init__(self) -> None:
+        self.log = open(ARTIFACTS / "nspawn-boot.log", "wb")
+        self.nspawn = subprocess.Popen(
+            ["systemd-nspawn", "-q", "--register=no", "--keep-unit", "--volatile=overlay",
+             f"--bind-ro={ARTIFACTS}:/mnt/host", "-b", "-D", str(ROOTFS), "--console=pipe"],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
+        )
+        self.pid = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.pid is None:
+            check(self.nspawn.poll() is None, "systemd-nspawn exited: " + (ARTIFACTS / "nspawn-boot.log").read_text()[-2000:])
+            children = subprocess.run(["pgrep", "-P", str(self.nspawn.pid)], capture_output=True, text=True).stdout.split()
+            self.pid = int(children[0]) if children else None
+            time.sleep(0.05)
+        check(self.pid is not None, "no container PID 1")
+        while not Path(f"/proc/{self.pid}/root/run/systemd/private").exists():
+            check(time.monotonic() < deadline, "systemd in the container never came up")
+            time.sleep(0.05)
+
+    def run(self, *command: str, check_rc: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            ["nsenter", "-t", str(self.pid), "-m", "-u", "-i", "-n", "-p", *command],
+            capture_output=True, text=True, timeout=timeout,
+        )
+        if check_rc and proc.returncode != 0:
+            raise StepFailed(f"{' '.join(command)} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
+        return proc
+
+    def sh(self, script: str, **kw) -> subprocess.CompletedProcess:
+        return self.run("sh", "-c", script, **kw)
+
+    def unit_state(self, unit: str) -> str:
+        return self.run("systemctl", "is-active", unit, check_rc=False).stdout.strip()
+
+    def poweroff(self) -> int:
+        self.run("systemctl", "poweroff", check_rc=False)
+        try:
+            return self.nspawn.wait(60)
+        except subprocess.TimeoutExpired:
+            self.nspawn.kill()
+            return -1
+
+
+def b64(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwt(sub: str, secret: str = SECRET, **claims) -> str:
+    payload = {"sub": sub, "exp": int(time.time()) + 3600, **claims}
+    message = f"{b64(json.dumps({'alg': 'HS512', 'typ': 'JWT'}).encode())}.{b64(json.dumps(payload).encode())}"
+    signature = hmac.new(secret.encode(), message.encode(), hashlib.sha512).digest()
+    return f"{message}.{b64(signature)}"
+
+
+def http(method: str, path: str, body=None, token: str | None = None) -> tuple[int, dict]:
+    request = urllib.request.Request(BASE + path, method=method, data=json.dumps(body).encode() if body is not None else None)
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def login(user: str, token: str) -> tuple[int, dict]:
+    return http("POST", "/_matrix/client/v3/login",
+                {"type": "com.famedly.login.token", "identifier": {"type": "m.id.user", "user": user}, "token": token})
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise StepFailed(f"timed out waiting for {what}")
+
+
+boot_started = time.monotonic()
+try:
+    c = Container()
+except StepFailed as e:
+    print(f"FAIL  cannot boot the container: {e}")
+    sys.exit(1)
+state = c.run("systemctl", "is-system-running", "--wait", check_rc=False).stdout.strip()
+results.append(("boot", state in ("running", "degraded"), time.monotonic() - boot_started, state))
+print(f"{'PASS' if state in ('running', 'degraded') else 'FAIL'}  {time.monotonic() - boot_started:6.2f}s  boot: systemctl is-system-running = {state}")
+if state == "degraded":
+    print("      failed units: " + c.run("systemctl", "--failed", "--no-legend", check_rc=False).stdout.strip())
+
+
+@step("install: binary, wheel, shipped units, configs; start the socket")
+def _install():
+    c.run("/mnt/host/setup.sh", str(PORT), timeout=120)
+    check(c.unit_state("synapse-token-auth.socket") == "active", "socket not active")
+
+
+@step("socket activation: the daemon is not running before the first login")
+def _not_running():
+    c.run("systemctl", "start", "matrix-synapse.service")
+    wait_for(lambda: http("GET", "/_matrix/client/versions")[0] == 200, 90, "Synapse")
+    state = c.unit_state("synapse-token-auth.service")
+    check(state == "inactive", f"service is {state} before any login")
+    return "Synapse up, verifier inactive"
+
+
+admin_token = {}
+
+
+@step("a registered user logs in (the first login starts the daemon)")
+def _registered_login():
+    shared = json.loads(c.run("cat", "/etc/matrix-synapse/homeserver.yaml").stdout)["registration_shared_secret"]
+    for name, admin in (("root", True), ("alice", False)):
+        status, nonce = http("GET", "/_synapse/admin/v1/register")
+        mac = hmac.new(shared.encode(), b"\x00".join([nonce["nonce"].encode(), name.encode(), b"pw-test-only",
+                                                       b"admin" if admin else b"notadmin"]), hashlib.sha1).hexdigest()
+        status, body = http("POST", "/_synapse/admin/v1/register",
+                            {"nonce": nonce["nonce"], "username": name, "password": "pw-test-only", "admin": admin, "mac": mac})
+        check(status == 200, f"register {name}: {status} {body}")
+        if admin:
+            admin_token["root"] = body["access_token"]
+    status, body = login("alice", jwt("alice"))
+    check(status == 200 and body.get("user_id") == "@alice:test.local", f"{status} {body}")
+    check(c.unit_state("synapse-token-auth.service") == "active", "service not started by the login")
+    return "200, service now active"
+
+
+@step("a new user is registered when allowed")
+def _register_allowed():
+    status, body = login("newbie", jwt("newbie", displayname="New Bie"))
+    check(status == 200 and body.get("user_id") == "@newbie:test.local", f"{status} {body}")
+
+
+@step("a bad token gets 403")
+def _bad_token():
+    status, body = login("alice", jwt("alice", secret="x" * 64))
+    check(status == 403 and body.get("errcode") == "M_FORBIDDEN", f"{status} {body}")
+
+
+@step("the secret: unreadable by matrix-synapse, in no config Synapse reads, not in the unit")
+def _secret():
+    denied = c.run("setpriv", "--reuid=matrix-synapse", "--regid=matrix-synapse", "--clear-groups",
+                   "cat", "/etc/synapse-token-auth/jwt-secret", check_rc=False)
+    check(denied.returncode != 0, "matrix-synapse could read the secret")
+    found = c.sh(f"grep -rlF '{SECRET}' /etc/matrix-synapse /var/lib/matrix-synapse /etc/systemd /run/systemd/system 2>/dev/null || true")
+    check(found.stdout.strip() == "", f"secret found in {found.stdout.strip()}")
+    mode = c.run("stat", "-c", "%a %U", "/etc/synapse-token-auth/jwt-secret").stdout.strip()
+    return f"secret file {mode}; credential delivered via LoadCredential"
+
+
+@step("journalctl -u synapse-token-auth shows the audit fields")
+def _journal():
+    out = c.run("journalctl", "-u", "synapse-token-auth.service", "-o", "json", "--no-pager").stdout
+    records = [json.loads(line) for line in out.splitlines() if line.strip()]
+    accepted = [r for r in records if r.get("MESSAGE") == "JWT login accepted" and r.get("USER_ID") == "@alice:test.local"]
+    rejected = [r for r in records if r.get("MESSAGE") == "JWT login rejected" and r.get("REASON") == "bad_signature"]
+    check(accepted and accepted[0].get("RESULT") == "accepted" and accepted[0].get("ALG") == "HS512", f"no accepted record in {len(records)}")
+    check(rejected and rejected[0].get("USER_ID") == "@alice:test.local", "no rejected record with REASON=bad_signature")
+    check(not any(SECRET in line for line in out.splitlines()), "secret in the journal")
+    return f"{len(records)} records; USER_ID, RESULT, REASON, ALG, KID present"
+
+
+@step("registration refused after `systemctl reload` with allow_registration = false")
+def _reload_refuse():
+    c.sh("sed -i 's/allow_registration = true/allow_registration = false/' /etc/synapse-token-auth/config.toml")
+    c.run("systemctl", "reload", "synapse-token-auth.service")
+    status, body = login("latecomer", jwt("latecomer"))
+    check(status == 403, f"{status} {body}")
+    status, _ = http("GET", "/_synapse/admin/v2/users/@latecomer:test.local", token=admin_token["root"])
+    check(status == 404, "account created anyway")
+
+
+@step("`systemctl reload` with a broken config keeps serving the old one")
+def _reload_broken():
+    c.sh("cp /etc/synapse-token-auth/config.toml /root/good.toml && echo 'bogus = 1' >> /etc/synapse-token-auth/config.toml")
+    c.run("systemctl", "reload", "synapse-token-auth.service")
+    check(c.unit_state("synapse-token-auth.service") == "active", "service not active after a broken reload")
+    status, body = login("alice", jwt("alice"))
+    check(status == 200, f"{status} {body}")
+    log = c.run("journalctl", "-u", "synapse-token-auth.service", "--no-pager", "-o", "cat").stdout
+    check("reload failed" in log, "no 'reload failed' in the journal")
+    c.sh("cp /root/good.toml /etc/synapse-token-auth/config.toml")
+
+
+@step("`systemctl restart` during a stream of logins loses none of them")
+def _restart():
+    stop = threading.Event()
+    outcomes: list[int] = []
+    lock = threading.Lock()
+
+    def client(n: int) -> None:
+        count = 0
+        while not stop.is_set() and count < 500:
+            status, _ = login("alice", jwt("alice"))
+            with lock:
+                outcomes.append(status)
+            count += 1
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(client, i) for i in range(4)]
+        time.sleep(1.0)
+        before = c.run("systemctl", "show", "-p", "MainPID", "--value", "synapse-token-auth.service").stdout.strip()
+        c.run("systemctl", "restart", "synapse-token-auth.service")
+        time.sleep(1.5)
+        stop.set()
+        for f in futures:
+            f.result()
+    after = c.run("systemctl", "show", "-p", "MainPID", "--value", "synapse-token-auth.service").stdout.strip()
+    check(before != after, "the service did not restart")
+    failed = [s for s in outcomes if s != 200]
+    check(outcomes and not failed, f"{len(failed)} of {len(outcomes)} logins failed: {sorted(set(failed))}")
+    return f"{len(outcomes)} logins, all 200; MainPID {before} -> {after}"
+
+
+@step("`systemctl stop` is clean")
+def _stop():
+    c.run("systemctl", "stop", "synapse-token-auth.service", "synapse-token-auth.socket")
+    result = c.run("systemctl", "show", "-p", "Result,ExecMainStatus", "synapse-token-auth.service").stdout.split()
+    check("Result=success" in result and "ExecMainStatus=0" in result, " ".join(result))
+    log = c.run("journalctl", "-u", "synapse-token-auth.service", "--no-pager", "-o", "cat", "-n", "5").stdout
+    check("stopped" in log, "no 'stopped' line")
+    return " ".join(result)
+
+
+exposure = {}
+
+
+@step("systemd-analyze security synapse-token-auth.service")
+def _security():
+    out = c.run("systemd-analyze", "security", "--no-pager", "synapse-token-auth.service", check_rc=False).stdout
+    match = re.search(r"Overall exposure level for synapse-token-auth.service: ([0-9.]+) (\w+)", out)
+    check(match is not None, out[-500:])
+    exposure["value"], exposure["rating"] = float(match.group(1)), match.group(2)
+    check(exposure["value"] <= 2.0, f"exposure {exposure['value']} above the 2.0 target")
+    return f"exposure {exposure['value']} {exposure['rating']}"
+
+
+code = c.poweroff()
+results.append(("poweroff", code == 0, 0.0, f"nspawn exit {code}"))
+print(f"{'PASS' if code == 0 else 'FAIL'}  poweroff: systemd-nspawn exited {code}")
+failed = [name for name, ok, _, _ in results if not ok]
+print(f"\nsystem test: {len(results) - len(failed)} passed, {len(failed)} failed")
+if exposure:
+    print(f"systemd-analyze security exposure: {exposure['value']} {exposure['rating']}")
+sys.exit(1 if failed else 0)
