@@ -10,7 +10,7 @@ CARGO ?= cargo
 help:
 	@echo "make demo    run a local Synapse with JWT login (Ctrl-C stops it)"
 	@echo "make test    run all tests and lints"
-	@echo "make bench   run the benchmarks (a few minutes)"
+	@echo "make bench   run every benchmark side by side; writes results/report.md and plots"
 
 test: lint test-rust test-system test-demo test-python
 
@@ -40,4 +40,4 @@ test-demo:
 	DEMO_PORT=18448 ./examples/demo.sh --check
 
 bench:
-	$(CARGO) bench --bench verify
+	./benches/run.sh

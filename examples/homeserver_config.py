@@ -12,8 +12,22 @@ from typing import Any
 SERVER_NAME = "test.local"
 
 
-def write(directory: Path, port: int, module_config: dict[str, Any], *, console_log: bool = False) -> Path:
-    """Writes homeserver.yaml, its log config and a signing key into `directory`."""
+MODULE = "synapse_token_auth.TokenAuthenticator"
+
+
+def write(
+    directory: Path,
+    port: int,
+    module_config: dict[str, Any] | None,
+    *,
+    module: str = MODULE,
+    extra: dict[str, Any] | None = None,
+    console_log: bool = False,
+) -> Path:
+    """Writes homeserver.yaml, its log config and a signing key into `directory`.
+
+    `module_config` None loads no module; `extra` adds or overrides top-level settings (the
+    benchmarks use it for Synapse's built-in `jwt_config`)."""
     from signedjson.key import generate_signing_key, write_signing_keys
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -35,7 +49,7 @@ def write(directory: Path, port: int, module_config: dict[str, Any], *, console_
         "formatters": {"precise": {"format": "%(asctime)s %(name)s %(levelname)s %(message)s"}},
         "handlers": handlers,
         "root": {"level": "WARNING", "handlers": list(handlers)},
-        "loggers": {"synapse_token_auth": {"level": "INFO"}},
+        "loggers": {"synapse_token_auth": {"level": "INFO"}, "synapse_token_authenticator": {"level": "INFO"}},
         "disable_existing_loggers": False,
     }
     (directory / "log.yaml").write_text(json.dumps(log_config, indent=1))
@@ -70,7 +84,8 @@ def write(directory: Path, port: int, module_config: dict[str, Any], *, console_
         "rc_login": {"address": relaxed, "account": relaxed, "failed_attempts": relaxed},
         "rc_registration": relaxed,
         "rc_message": relaxed,
-        "modules": [{"module": "synapse_token_auth.TokenAuthenticator", "config": module_config}],
+        "modules": [] if module_config is None else [{"module": module, "config": module_config}],
+        **(extra or {}),
     }
     path = directory / "homeserver.yaml"
     # JSON is valid YAML: no YAML writer needed.

@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""End-to-end login against real Synapse servers, side by side: our module (embedded and daemon
+mode), the original Python module (synapse-token-authenticator from PyPI) and Synapse's built-in
+JWT login (`jwt_config`). All four servers run at once (SQLite, loopback, relaxed rate limits)
+and are measured in interleaved rounds, so machine noise hits all alike.
+
+    e2e_login.py --python-ours VENV/bin/python --python-original VENV2/bin/python --bin DAEMON
+                 [--rounds 5] [--seconds 3] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import hmac
+import http.client
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+import homeserver_config  # noqa: E402
+
+SECRET = "bench-only-secret-0123456789abcdef0123456789abcdef0123456789abcdef"
+USER = "bench"
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwt(sub: str, secret: str = SECRET) -> str:
+    header = b64(json.dumps({"alg": "HS512", "typ": "JWT"}).encode())
+    payload = b64(json.dumps({"sub": sub, "exp": int(time.time()) + 3600}).encode())
+    signature = hmac.new(secret.encode(), f"{header}.{payload}".encode(), hashlib.sha512).digest()
+    return f"{header}.{payload}.{b64(signature)}"
+
+
+class Server:
+    def __init__(self, name: str, python: str, directory: Path, port: int, module_config, module: str,
+                 extra=None, login_type: str = "com.famedly.login.token") -> None:
+        self.name, self.port, self.login_type = name, port, login_type
+        directory.mkdir(parents=True)
+        config = homeserver_config.write(directory, port, module_config, module=module, extra=extra)
+        self.shared = json.loads(config.read_text())["registration_shared_secret"]
+        self.log = open(directory / "stdout.log", "wb")
+        self.process = subprocess.Popen([python, "-m", "synapse.app.homeserver", "-c", str(config)], cwd=directory,
+                                        stdout=self.log, stderr=self.log)
+
+    def connection(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+
+    def request(self, conn, method: str, path: str, body=None) -> tuple[int, dict]:
+        conn.request(method, path, body=json.dumps(body) if body is not None else None,
+                     headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"{}")
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(f"{self.name}: Synapse exited")
+            try:
+                if self.request(self.connection(), "GET", "/_matrix/client/versions")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise SystemExit(f"{self.name}: Synapse did not start")
+
+    def create_user(self) -> None:
+        conn = self.connection()
+        _, nonce = self.request(conn, "GET", "/_synapse/admin/v1/register")
+        mac = hmac.new(self.shared.encode(), b"\x00".join([nonce["nonce"].encode(), USER.encode(), b"pw", b"notadmin"]),
+                       hashlib.sha1).hexdigest()
+        status, body = self.request(conn, "POST", "/_synapse/admin/v1/register",
+                                    {"nonce": nonce["nonce"], "username": USER, "password": "pw", "admin": False, "mac": mac})
+        assert status == 200, (self.name, body)
+
+    def login(self, conn, token: str) -> int:
+        body = {"type": self.login_type, "token": token}
+        if self.login_type == "com.famedly.login.token":
+            body["identifier"] = {"type": "m.id.user", "user": USER}
+        return self.request(conn, "POST", "/_matrix/client/v3/login", body)[0]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
+
+
+def percentiles(values: list[float]) -> dict:
+    q = statistics.quantiles(values, n=100, method="inclusive")
+    return {"p50": statistics.median(values), "p95": q[94], "p99": q[98], "n": len(values)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--python-ours", required=True)
+    parser.add_argument("--python-original", required=True)
+    parser.add_argument("--bin", required=True)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--logins", type=int, default=40, help="accepted logins per server per round")
+    parser.add_argument("--seconds", type=float, default=3.0, help="per server and client count, for logins/s")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="sta-e2e-"))
+    sock = work / "verify.sock"
+    (work / "daemon.toml").write_text(f'secret = "{SECRET}"\n[server]\nlisten = ["unix:{sock}"]\nworkers = 1\n')
+    daemon = subprocess.Popen([args.bin, "-c", str(work / "daemon.toml"), "serve"],
+                              stderr=open(work / "daemon.log", "wb"))
+    ports = iter(range(28100 + random.randrange(500), 65000))
+    servers = [
+        Server("ours, embedded", args.python_ours, work / "embedded", next(ports), {"secret": SECRET},
+               homeserver_config.MODULE),
+        Server("ours, daemon", args.python_ours, work / "daemon", next(ports), {"verifier": {"socket": str(sock)}},
+               homeserver_config.MODULE),
+        Server("original module", args.python_original, work / "original", next(ports),
+               {"jwt": {"secret": SECRET, "algorithm": "HS512"}}, "synapse_token_authenticator.TokenAuthenticator"),
+        Server("Synapse jwt_config", args.python_ours, work / "builtin", next(ports), None, homeserver_config.MODULE,
+               extra={"jwt_config": {"enabled": True, "secret": SECRET, "algorithm": "HS512"}},
+               login_type="org.matrix.login.jwt"),
+    ]
+    try:
+        for s in servers:
+            s.wait_ready()
+            s.create_user()
+        conns = {s.name: s.connection() for s in servers}
+        for s in servers:  # warm up; every server must accept and refuse as expected
+            assert s.login(conns[s.name], jwt(USER)) == 200, s.name
+            assert s.login(conns[s.name], jwt(USER, secret=SECRET[::-1])) == 403, s.name
+        accepted = {s.name: [] for s in servers}
+        rejected = {s.name: [] for s in servers}
+        for _ in range(args.rounds):
+            for s in random.sample(servers, len(servers)):
+                conn = conns[s.name]
+                for i in range(args.logins + args.logins // 2):
+                    good = i < args.logins
+                    token = jwt(USER) if good else jwt(USER, secret=SECRET[::-1])
+                    started = time.perf_counter()
+                    status = s.login(conn, token)
+                    elapsed = (time.perf_counter() - started) * 1e3
+                    assert status == (200 if good else 403), (s.name, status)
+                    (accepted if good else rejected)[s.name].append(elapsed)
+        throughput = {s.name: {} for s in servers}
+        for clients in (1, 4):
+            for s in random.sample(servers, len(servers)):
+                counts = [0] * clients
+                stop = time.monotonic() + args.seconds
+
+                def client(i: int, s=s, counts=counts, stop=stop) -> None:
+                    conn = s.connection()
+                    while time.monotonic() < stop:
+                        assert s.login(conn, jwt(USER)) == 200
+                        counts[i] += 1
+
+                threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                throughput[s.name][clients] = sum(counts) / args.seconds
+    finally:
+        for s in servers:
+            s.stop()
+        daemon.terminate()
+        daemon.wait(15)
+
+    import synapse  # noqa: F401 - for the version in the report
+    result = {
+        "rounds": args.rounds,
+        "accepted_ms": {k: percentiles(v) for k, v in accepted.items()},
+        "rejected_ms": {k: percentiles(v) for k, v in rejected.items()},
+        "logins_per_second": throughput,
+    }
+    print(f"login latency in ms over {args.rounds} interleaved rounds (p50 / p95 / p99), and logins/s")
+    for s in servers:
+        a, r = result["accepted_ms"][s.name], result["rejected_ms"][s.name]
+        t = throughput[s.name]
+        print(f"  {s.name:<20} accepted {a['p50']:6.2f} / {a['p95']:6.2f} / {a['p99']:6.2f}   "
+              f"rejected {r['p50']:6.2f} / {r['p95']:6.2f} / {r['p99']:6.2f}   "
+              f"{t[1]:6.1f}/s with 1 client, {t[4]:6.1f}/s with 4")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Turns the benchmark outputs into results/report.md and PNG plots.
+
+    report.py --out results --criterion target/criterion --python py.json --daemon daemon.json --e2e e2e.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+ALGORITHMS = ["HS256", "HS512", "RS256", "ES256", "EdDSA"]
+OURS_PY = "synapse-token-auth (pyo3)"
+
+
+def criterion_median_us(root: Path, alg: str, name: str) -> float | None:
+    # criterion turns the id "HS512/synapse-token-auth" into the directory "HS512_synapse-token-auth"
+    path = root / "verify" / f"{alg}_{name}" / "new" / "estimates.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())["median"]["point_estimate"] / 1e3
+
+
+def machine() -> str:
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    return f"{cpu}, {len(__import__('os').sched_getaffinity(0))} cores, Linux {platform.release()}; {rustc}"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--criterion", type=Path, required=True)
+    p.add_argument("--python", type=Path, required=True)
+    p.add_argument("--daemon", type=Path, required=True)
+    p.add_argument("--e2e", type=Path, required=True)
+    p.add_argument("--synapse-version", default="?")
+    a = p.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    py = json.loads(a.python.read_text())
+    daemon = json.loads(a.daemon.read_text())
+    e2e = json.loads(a.e2e.read_text())
+    md: list[str] = []
+    v = py["versions"]
+    md += [
+        "# synapse-token-auth benchmark report",
+        "",
+        f"Machine: {machine()}. Python {v['python']}, Synapse {a.synapse_version}, PyJWT {v['PyJWT']}, "
+        f"authlib {v['authlib']}, jwcrypto {v['jwcrypto']}.",
+        "All numbers below were measured in one run of `make bench` on this machine, which is shared: "
+        "read ratios measured side by side, not absolute values. Spreads are min-max over the rounds.",
+        "",
+        "## 1. Verification cost per token (µs, lower is better)",
+        "",
+        f"Python columns: median of {py['rounds']} interleaved rounds. Rust column: criterion median. "
+        "Ours checks the whole policy (subject against the login user, claims, algorithm binding); "
+        "the libraries check signature, algorithm and `exp`.",
+        "",
+        "| algorithm | ours, Rust | ours, from Python | PyJWT | authlib | jwcrypto | fastest alternative / ours |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    rows = {}
+    for alg in ALGORITHMS:
+        s = py["samples"][alg]
+        med = {k: statistics.median(x) for k, x in s.items()}
+        spread = {k: (min(x), max(x)) for k, x in s.items()}
+        rust = criterion_median_us(a.criterion, alg, "synapse-token-auth")
+        fastest = min(med[k] for k in med if k != OURS_PY)
+        rows[alg] = (rust, med)
+        cell = lambda k: f"{med[k]:.1f} ({spread[k][0]:.1f}-{spread[k][1]:.1f})"  # noqa: E731
+        md.append(f"| {alg} | {rust:.2f} | {cell(OURS_PY)} | {cell('PyJWT')} | {cell('authlib')} | {cell('jwcrypto')} | "
+                  f"{fastest / med[OURS_PY]:.1f}x |" if rust is not None else f"| {alg} | n/a | {cell(OURS_PY)} | "
+                  f"{cell('PyJWT')} | {cell('authlib')} | {cell('jwcrypto')} | {fastest / med[OURS_PY]:.1f}x |")
+    hs = criterion_median_us(a.criterion, "HS512", "synapse-token-auth")
+    raw = criterion_median_us(a.criterion, "HS512", "jsonwebtoken-decode")
+    if hs and raw:
+        md += ["", f"HS512 from Rust: `Verifier::verify` {hs:.2f} µs against a plain `jsonwebtoken::decode` of "
+                   f"the same token {raw:.2f} µs: ratio {hs / raw:.2f} (target: at most 1.5)."]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    libs = [("ours, Rust", None), ("ours, from Python", OURS_PY), ("PyJWT", "PyJWT"), ("authlib", "authlib"),
+            ("jwcrypto", "jwcrypto")]
+    width = 0.16
+    for i, (label, key) in enumerate(libs):
+        vals = [(rows[alg][0] or 0) if key is None else rows[alg][1][key] for alg in ALGORITHMS]
+        ax.bar([x + (i - 2) * width for x in range(len(ALGORITHMS))], vals, width, label=label)
+    ax.set_xticks(range(len(ALGORITHMS)), ALGORITHMS)
+    ax.set_yscale("log")
+    ax.set_ylabel("µs per verification (log scale)")
+    ax.set_xlabel("algorithm")
+    ax.set_title("Cost of verifying one token")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(a.out / "verify.png", dpi=110)
+    md += ["", "![verification cost](verify.png)", ""]
+
+    md += ["## 2. Verifier daemon throughput and latency", "",
+           f"oha, 32 connections, {daemon['seconds']:g} s per run, audit logging on (to a file).", "",
+           "| transport | workers | token | requests/s | p50 ms | p99 ms |", "|---|---|---|---|---|---|"]
+    for r in daemon["throughput"]:
+        md.append(f"| {r['transport']} | {r['workers']} | {r['outcome']} | {r['rps']:.0f} | {r['p50_ms']:.3f} | "
+                  f"{r['p99_ms']:.3f} |")
+    for w in (1, 2):
+        rss = daemon[f"rss_kib_{w}"]
+        md.append(f"\nRSS with {w} worker(s): {rss['before'] / 1024:.1f} MiB before, {rss['after'] / 1024:.1f} MiB "
+                  "after the load (target: under 16 MiB).")
+    fig, ax = plt.subplots(figsize=(9, 4))
+    labels = [f"{r['transport']}\n{r['workers']}w {r['outcome']}" for r in daemon["throughput"]]
+    ax.bar(range(len(labels)), [r["rps"] / 1000 for r in daemon["throughput"]], color="tab:blue")
+    ax.axhline(60, color="tab:red", linestyle="--", label="target: 60k/s on 1 worker, unix")
+    ax.set_xticks(range(len(labels)), labels, fontsize=8)
+    ax.set_ylabel("thousand verifications per second")
+    ax.set_title("Verifier daemon throughput (oha, 32 connections)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(a.out / "daemon.png", dpi=110)
+    md += ["", "![daemon throughput](daemon.png)", ""]
+
+    md += ["## 3. End-to-end login through Synapse", "",
+           f"All four servers ran at once; {e2e['rounds']} interleaved rounds of sequential logins, then logins/s "
+           "with 1 and 4 concurrent clients. A login includes Synapse creating a device and an access token.", "",
+           "| setup | accepted p50 / p95 / p99 ms | rejected p50 / p95 / p99 ms | logins/s, 1 client | 4 clients |",
+           "|---|---|---|---|---|"]
+    names = list(e2e["accepted_ms"])
+    for n in names:
+        acc, rej, t = e2e["accepted_ms"][n], e2e["rejected_ms"][n], e2e["logins_per_second"][n]
+        md.append(f"| {n} | {acc['p50']:.2f} / {acc['p95']:.2f} / {acc['p99']:.2f} | {rej['p50']:.2f} / "
+                  f"{rej['p95']:.2f} / {rej['p99']:.2f} | {t['1']:.0f} | {t['4']:.0f} |")
+    builtin = e2e["accepted_ms"]["Synapse jwt_config"]["p50"]
+    md.append("")
+    for n in names[:2]:
+        md.append(f"- {n}: accepted p50 {e2e['accepted_ms'][n]['p50'] - builtin:+.2f} ms against Synapse's built-in "
+                  f"JWT login (target: within 1 ms); rejected p50 {e2e['rejected_ms'][n]['p50']:.2f} ms against the "
+                  f"original module's {e2e['rejected_ms']['original module']['p50']:.2f} ms.")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, title in ((axes[0], "accepted_ms", "accepted logins"), (axes[1], "rejected_ms", "rejected logins")):
+        for i, pct in enumerate(("p50", "p95", "p99")):
+            ax.bar([x + (i - 1) * 0.25 for x in range(len(names))], [e2e[key][n][pct] for n in names], 0.25, label=pct)
+        ax.set_xticks(range(len(names)), [n.replace(", ", "\n") for n in names], fontsize=8)
+        ax.set_ylabel("latency, ms")
+        ax.set_title(title)
+        ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
+    fig.suptitle("End-to-end login latency through Synapse (SQLite, loopback)")
+    fig.tight_layout()
+    fig.savefig(a.out / "e2e.png", dpi=110)
+    md += ["", "![end-to-end latency](e2e.png)", ""]
+
+    md += ["## 4. Scaling", "", "Verification cost against token size (HS512, from Python):", "",
+           "| token bytes | ours µs | PyJWT µs |", "|---|---|---|"]
+    for r in py["scaling"]:
+        md.append(f"| {r['token_bytes']} | {r[OURS_PY]:.2f} | {r['PyJWT']:.2f} |")
+    md += ["", "Daemon requests/s against concurrent clients (1 worker, unix socket):", "",
+           "| clients | requests/s | p50 ms | p99 ms |", "|---|---|---|---|"]
+    for r in daemon["concurrency"]:
+        md.append(f"| {r['clients']} | {r['rps']:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} |")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    sizes = [r["token_bytes"] for r in py["scaling"]]
+    axes[0].plot(sizes, [r[OURS_PY] for r in py["scaling"]], marker="o", label="ours (pyo3)")
+    axes[0].plot(sizes, [r["PyJWT"] for r in py["scaling"]], marker="o", label="PyJWT")
+    axes[0].set_xlabel("token size, bytes")
+    axes[0].set_ylabel("µs per verification")
+    axes[0].set_title("HS512 cost against token size")
+    axes[0].legend()
+    clients = [r["clients"] for r in daemon["concurrency"]]
+    axes[1].plot(clients, [r["rps"] / 1000 for r in daemon["concurrency"]], marker="o")
+    axes[1].set_xscale("log", base=2)
+    axes[1].set_xlabel("concurrent clients")
+    axes[1].set_ylabel("thousand requests per second")
+    axes[1].set_title("Daemon (1 worker) against concurrency")
+    fig.tight_layout()
+    fig.savefig(a.out / "scaling.png", dpi=110)
+    md += ["", "![scaling](scaling.png)", ""]
+    (a.out / "report.md").write_text("\n".join(md) + "\n")
+    print(f"wrote {a.out / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# `make bench`: every benchmark in one run, then results/report.md with PNG plots.
+# Bounded to a few minutes on 2 cores. Needs oha (`cargo install --locked oha`).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+target="${CARGO_TARGET_DIR:-$root/target}"
+out="${1:-$root/results}"
+work="$target/bench"
+mkdir -p "$work" "$out"
+command -v oha >/dev/null || { echo "oha is required: cargo install --locked oha" >&2; exit 2; }
+
+cargo build --release --locked --manifest-path "$root/Cargo.toml" --bin synapse-token-auth
+bin="$target/release/synapse-token-auth"
+wheel="$("$root/python-shim/build-wheel.sh")"
+# Ours, the libraries and Synapse's built-in JWT login in one venv; the original module in its
+# own (it uses the package name our compatibility shim provides).
+ours="$work/venv-ours"; original="$work/venv-original"
+[ -x "$ours/bin/python" ] || { python3 -m venv "$ours"; "$ours/bin/pip" install -q "matrix-synapse[jwt]==1.163.2" \
+  PyJWT authlib jwcrypto cryptography matplotlib; }
+[ -x "$original/bin/python" ] || { python3 -m venv "$original"; "$original/bin/pip" install -q \
+  "matrix-synapse==1.163.2" "synapse-token-authenticator==0.14.1"; }
+"$ours/bin/pip" install -q --force-reinstall --no-deps "$wheel"
+
+echo "== 1/4 criterion: Verifier::verify against jsonwebtoken::decode"
+cargo bench --locked --manifest-path "$root/Cargo.toml" --bench verify -- --noplot 2>&1 | grep -E "^verify/|time:" | paste - - | awk '{print $1, $5, $6}'
+echo "== 2/4 from Python: ours, PyJWT, authlib, jwcrypto"
+"$ours/bin/python" "$root/benches/python_verify.py" --keys "$root/tests/fixtures/keys" --json "$work/python.json"
+echo "== 3/4 verifier daemon under load"
+python3 "$root/benches/daemon_load.py" --bin "$bin" --json "$work/daemon.json"
+echo "== 4/4 end-to-end logins through Synapse"
+"$ours/bin/python" "$root/benches/e2e_login.py" --python-ours "$ours/bin/python" \
+  --python-original "$original/bin/python" --bin "$bin" --json "$work/e2e.json"
+"$ours/bin/python" "$root/benches/report.py" --out "$out" --criterion "$target/criterion" \
+  --python "$work/python.json" --daemon "$work/daemon.json" --e2e "$work/e2e.json" \
+  --synapse-version "$("$ours/bin/python" -c 'import synapse; print(synapse.__version__.split()[0])')"
