@@ -5,14 +5,14 @@
 
 CARGO ?= cargo
 
-.PHONY: help test lint test-rust test-python test-demo test-system bench demo
+.PHONY: help test lint test-rust test-python test-demo test-system test-nix bench demo
 
 help:
 	@echo "make demo    run a local Synapse with JWT login (Ctrl-C stops it)"
 	@echo "make test    run all tests and lints"
 	@echo "make bench   run every benchmark side by side; writes results/report.md and plots"
 
-test: lint test-rust test-system test-demo test-python
+test: lint test-nix test-rust test-system test-demo test-python
 
 demo:
 	./examples/demo.sh
@@ -29,6 +29,10 @@ test-rust:
 
 test-python:
 	./python-shim/run-tests.sh
+
+# Offline Nix checks: parse, deadnix, nixpkgs-fmt, module evaluation, flake outputs.
+test-nix:
+	./nixos/offline/check.sh
 
 # The shipped units under a real systemd (systemd-nspawn, needs root): login, registration,
 # socket activation, credentials, journald, reload and restart.

@@ -1,0 +1,270 @@
+# services.synapse-token-auth: the verifier daemon, its socket, its secret as a systemd
+# credential, and (when Synapse runs on this host) the Synapse module in daemon mode.
+#
+# The units come from the package (systemd.packages): the same files the project tests under a
+# real systemd; this module only adds drop-ins for what NixOS decides (paths, config, credential).
+{ config
+, lib
+, pkgs
+, ...
+}:
+
+let
+  inherit (lib)
+    mkEnableOption
+    mkIf
+    mkMerge
+    mkOption
+    mkDefault
+    optional
+    optionals
+    types
+    literalExpression
+    ;
+
+  cfg = config.services.synapse-token-auth;
+  format = pkgs.formats.toml { };
+
+  # The key reaches the daemon only through LoadCredential=; the config names the credential.
+  credential = if cfg.secretFile != null then "jwt-secret" else "jwt-key";
+  keySetting =
+    if cfg.secretFile != null then
+      { secret_credential = credential; }
+    else
+      { keyfile_credential = credential; };
+  configFile = format.generate "synapse-token-auth.toml" (cfg.settings // keySetting);
+
+  keySources = [
+    "secret"
+    "secret_file"
+    "secret_credential"
+    "keyfile"
+    "keyfile_credential"
+  ];
+  isStorePath = p: p != null && lib.hasPrefix builtins.storeDir (toString p);
+in
+{
+  options.services.synapse-token-auth = {
+    enable = mkEnableOption "the synapse-token-auth JWT verifier for Synapse";
+
+    package = mkOption {
+      type = types.package;
+      default = pkgs.synapse-token-auth;
+      defaultText = literalExpression "pkgs.synapse-token-auth";
+      description = "The verifier daemon package (it also ships the systemd units).";
+    };
+
+    pythonPackage = mkOption {
+      type = types.package;
+      default = pkgs.synapse-token-auth-python;
+      defaultText = literalExpression "pkgs.synapse-token-auth-python";
+      description = ''
+        The Synapse module, built with Synapse's Python. Added to
+        {option}`services.matrix-synapse.plugins` when {option}`services.synapse-token-auth.configureSynapse` is set.
+      '';
+    };
+
+    secretFile = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/run/secrets/synapse-jwt-secret";
+      description = ''
+        File holding the HMAC secret (HS256/384/512). Read at run time by systemd with
+        `LoadCredential=` and handed to the daemon only; never copied into the Nix store, and the
+        daemon's `DynamicUser` need not be able to read the original path. Exactly one of this and
+        {option}`services.synapse-token-auth.keyFile` must be set.
+      '';
+    };
+
+    keyFile = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/run/secrets/synapse-jwt-public.pem";
+      description = ''
+        PEM public key, certificate or private key for RS*, PS*, ES* or EdDSA, delivered like
+        {option}`services.synapse-token-auth.secretFile`. Set {option}`services.synapse-token-auth.settings.algorithm` to match.
+      '';
+    };
+
+    allowRegistration = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Create the account on the first valid login of an unknown user.";
+    };
+
+    socket = mkOption {
+      type = types.str;
+      default = "/run/synapse-token-auth/verify.sock";
+      description = ''
+        The unix socket Synapse connects to. It lives under /run because Synapse runs with
+        `PrivateTmp`; it belongs to group {option}`services.synapse-token-auth.socketGroup`, mode 0660.
+      '';
+    };
+
+    socketGroup = mkOption {
+      type = types.str;
+      default = "matrix-synapse";
+      description = "Group allowed to connect to the socket: the group Synapse runs as.";
+    };
+
+    listenTcp = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "127.0.0.1:8009";
+      description = ''
+        Also listen on this TCP address, for Synapse workers on other hosts (`verifier.url` in
+        their module config). Off by default: the unix socket is enough on one host.
+      '';
+    };
+
+    openFirewall = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Open the port of {option}`services.synapse-token-auth.listenTcp` in the firewall.";
+    };
+
+    configureSynapse = mkOption {
+      type = types.bool;
+      default = config.services.matrix-synapse.enable;
+      defaultText = literalExpression "config.services.matrix-synapse.enable";
+      description = ''
+        Add the module to {option}`services.matrix-synapse.plugins` and
+        {option}`services.matrix-synapse.settings.modules` (daemon mode, this socket), and start
+        Synapse after the socket.
+      '';
+    };
+
+    settings = mkOption {
+      default = { };
+      description = ''
+        The verifier's configuration (config.toml), as in the
+        [configuration reference](https://github.com/synapse-token-auth/synapse-token-auth/blob/main/docs/configuration.md).
+        The key is not set here but with {option}`services.synapse-token-auth.secretFile` or
+        {option}`services.synapse-token-auth.keyFile`.
+      '';
+      example = literalExpression ''
+        {
+          algorithm = "HS512";
+          audiences = [ "my-matrix" ];
+          issuer = "https://idp.example.org";
+          leeway_seconds = 30;
+        }
+      '';
+      type = types.submodule {
+        freeformType = format.type;
+        options = {
+          algorithm = mkOption {
+            type = types.either types.str (types.listOf types.str);
+            default = "HS512";
+            description = "Accepted algorithm(s); each must fit the key.";
+          };
+          allow_registration = mkOption {
+            type = types.bool;
+            default = cfg.allowRegistration;
+            defaultText = literalExpression "config.services.synapse-token-auth.allowRegistration";
+            description = "Create unknown users on their first valid login.";
+          };
+          require_expiry = mkOption {
+            type = types.bool;
+            default = true;
+            description = "Refuse tokens without `exp`. A present `exp` is always checked.";
+          };
+          server = {
+            workers = mkOption {
+              type = types.ints.between 1 64;
+              default = 2;
+              description = "Worker threads of the daemon.";
+            };
+          };
+        };
+      };
+    };
+  };
+
+  config = mkIf cfg.enable (mkMerge [
+    {
+      assertions = [
+        {
+          assertion = (cfg.secretFile != null) != (cfg.keyFile != null);
+          message = "services.synapse-token-auth: set exactly one of secretFile and keyFile.";
+        }
+        {
+          assertion = lib.all (k: !(cfg.settings ? ${k})) keySources;
+          message = ''
+            services.synapse-token-auth.settings must not name the key (${lib.concatStringsSep ", " keySources}):
+            a secret written there would be copied into the world-readable Nix store.
+            Use services.synapse-token-auth.secretFile or keyFile, which are read at run time.
+          '';
+        }
+        {
+          assertion = !(isStorePath cfg.secretFile || isStorePath cfg.keyFile);
+          message = ''
+            services.synapse-token-auth.secretFile/keyFile point into the Nix store, where every
+            user can read them. Give a path outside the store (for example one managed by agenix or sops-nix).
+          '';
+        }
+        {
+          assertion = cfg.openFirewall -> cfg.listenTcp != null;
+          message = "services.synapse-token-auth.openFirewall needs services.synapse-token-auth.listenTcp.";
+        }
+      ];
+
+      systemd.packages = [ cfg.package ];
+
+      systemd.sockets.synapse-token-auth = {
+        wantedBy = [ "sockets.target" ];
+        # "" resets the packaged ListenStream= before setting ours.
+        listenStreams = [
+          ""
+          cfg.socket
+        ]
+        ++ optional (cfg.listenTcp != null) cfg.listenTcp;
+        socketConfig = {
+          SocketGroup = cfg.socketGroup;
+          SocketMode = "0660";
+        };
+      };
+
+      systemd.services.synapse-token-auth = {
+        restartTriggers = [ configFile ];
+        serviceConfig = {
+          ExecStart = [
+            ""
+            "${lib.getExe cfg.package} --config ${configFile} serve"
+          ];
+          LoadCredential = [
+            ""
+            "${credential}:${if cfg.secretFile != null then cfg.secretFile else cfg.keyFile}"
+          ];
+        };
+      };
+
+      users.groups.${cfg.socketGroup} = { };
+
+      networking.firewall.allowedTCPPorts = optionals (cfg.openFirewall && cfg.listenTcp != null) [
+        (lib.toInt (lib.last (lib.splitString ":" cfg.listenTcp)))
+      ];
+
+      services.synapse-token-auth.settings.server.listen = mkDefault [ "unix:${cfg.socket}" ];
+    }
+
+    (mkIf cfg.configureSynapse {
+      services.matrix-synapse = {
+        plugins = [ cfg.pythonPackage ];
+        settings.modules = [
+          {
+            module = "synapse_token_auth.TokenAuthenticator";
+            config.verifier = {
+              inherit (cfg) socket;
+              timeout_seconds = 5;
+            };
+          }
+        ];
+      };
+      systemd.services.matrix-synapse = {
+        wants = [ "synapse-token-auth.socket" ];
+        after = [ "synapse-token-auth.socket" ];
+      };
+    })
+  ]);
+}

@@ -1,0 +1,62 @@
+# The verifier daemon and CLI, with the systemd units installed under lib/systemd/system so that
+# NixOS runs the same unit files the system test runs under systemd-nspawn.
+{ lib
+, rustPlatform
+, coreutils
+,
+}:
+
+let
+  cargoToml = lib.importTOML ../Cargo.toml;
+in
+rustPlatform.buildRustPackage {
+  pname = "synapse-token-auth";
+  inherit (cargoToml.package) version;
+
+  src = lib.fileset.toSource {
+    root = ../.;
+    fileset = lib.fileset.unions [
+      ../Cargo.toml
+      ../Cargo.lock
+      ../src
+      ../benches
+      ../tests
+      ../examples/config.toml
+      ../dist
+      ../python-shim/Cargo.toml
+      ../python-shim/src
+    ];
+  };
+
+  cargoLock.lockFile = ../Cargo.lock;
+  cargoBuildFlags = [
+    "--package"
+    "synapse-token-auth"
+  ];
+  cargoTestFlags = [
+    "--package"
+    "synapse-token-auth"
+  ];
+  # These two need what the build sandbox lacks (systemd-socket-activate, mount namespaces);
+  # they run in the project's CI instead.
+  checkFlags = [
+    "--skip=daemon_starts_under_systemd_socket_activate_on_first_connection"
+    "--skip=daemon_logs_audit_fields_to_journald"
+  ];
+
+  postInstall = ''
+    install -Dm644 -t $out/lib/systemd/system dist/systemd/synapse-token-auth.socket dist/systemd/synapse-token-auth.service
+    substituteInPlace $out/lib/systemd/system/synapse-token-auth.service \
+      --replace-fail /usr/bin/synapse-token-auth $out/bin/synapse-token-auth \
+      --replace-fail /bin/kill ${coreutils}/bin/kill
+    install -Dm644 -t $out/share/doc/synapse-token-auth examples/config.toml
+  '';
+
+  meta = {
+    description = "JWT login for the Synapse Matrix homeserver: socket-activated verifier daemon and CLI";
+    homepage = cargoToml.package.repository;
+    license = lib.licenses.agpl3Plus;
+    mainProgram = "synapse-token-auth";
+    platforms = lib.platforms.linux;
+  };
+}
