@@ -1,32 +1,13 @@
 # The verifier daemon and CLI, with the systemd units installed under lib/systemd/system so that
 # NixOS runs the same unit files the system test runs under systemd-nspawn.
-{ lib
-, rustPlatform
-, coreutils
-,
-}:
+{ lib, rustPlatform, coreutils }:
 
 let
-  cargoToml = lib.importTOML ../Cargo.toml;
+  source = import ./source.nix { inherit lib; };
 in
 rustPlatform.buildRustPackage {
   pname = "synapse-token-auth";
-  inherit (cargoToml.package) version;
-
-  src = lib.fileset.toSource {
-    root = ../.;
-    fileset = lib.fileset.unions [
-      ../Cargo.toml
-      ../Cargo.lock
-      ../src
-      ../benches
-      ../tests
-      ../examples/config.toml
-      ../dist
-      ../python-shim/Cargo.toml
-      ../python-shim/src
-    ];
-  };
+  inherit (source) version src;
 
   cargoLock.lockFile = ../Cargo.lock;
   cargoBuildFlags = [
@@ -54,7 +35,7 @@ rustPlatform.buildRustPackage {
 
   meta = {
     description = "JWT login for the Synapse Matrix homeserver: socket-activated verifier daemon and CLI";
-    homepage = cargoToml.package.repository;
+    homepage = source.repository;
     license = lib.licenses.agpl3Plus;
     mainProgram = "synapse-token-auth";
     platforms = lib.platforms.linux;

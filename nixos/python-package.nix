@@ -1,29 +1,14 @@
 # The Synapse module (pyo3 extension + Python package). Call it with Synapse's own Python package
 # set, so it lands on the same interpreter: `matrix-synapse-unwrapped.python.pkgs.callPackage`.
-{ lib
-, buildPythonPackage
-, rustPlatform
-,
-}:
+{ lib, buildPythonPackage, rustPlatform }:
 
 let
-  cargoToml = lib.importTOML ../Cargo.toml;
+  source = import ./source.nix { inherit lib; };
 in
 buildPythonPackage {
   pname = "synapse-token-auth";
-  inherit (cargoToml.package) version;
+  inherit (source) version src;
   pyproject = true;
-
-  src = lib.fileset.toSource {
-    root = ../.;
-    fileset = lib.fileset.unions [
-      ../Cargo.toml
-      ../Cargo.lock
-      ../src
-      ../benches
-      ../python-shim
-    ];
-  };
 
   cargoDeps = rustPlatform.importCargoLock { lockFile = ../Cargo.lock; };
   buildAndTestSubdir = "python-shim";
@@ -42,7 +27,7 @@ buildPythonPackage {
 
   meta = {
     description = "Synapse module for JWT login (com.famedly.login.token), verified by a Rust core";
-    homepage = cargoToml.package.repository;
+    homepage = source.repository;
     license = lib.licenses.agpl3Plus;
   };
 }

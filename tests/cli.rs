@@ -18,6 +18,22 @@ fn run(args: &[&str]) -> Output {
         .expect("run binary")
 }
 
+/// `verify TOKEN --user USER --server-name example.org` with `config`, plus `extra` arguments.
+fn verify(config: &str, token: &str, user: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "-c",
+        config,
+        "verify",
+        token,
+        "--user",
+        user,
+        "--server-name",
+        "example.org",
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -104,48 +120,19 @@ fn cli_mint_then_verify_roundtrip_and_exit_codes() {
     let token = text(&out.stdout).trim().to_owned();
     assert_eq!(token.split('.').count(), 3);
 
-    let out = run(&[
-        "-c",
-        &path,
-        "verify",
-        &token,
-        "--user",
-        "alice",
-        "--server-name",
-        "example.org",
-    ]);
+    let out = verify(&path, &token, "alice", &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let verdict: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json verdict");
     assert_eq!(verdict["admin"], true);
     assert_eq!(verdict["displayname"], "Alice L");
 
-    let out = run(&[
-        "-c",
-        &path,
-        "verify",
-        &token,
-        "--user",
-        "bob",
-        "--server-name",
-        "example.org",
-    ]);
+    let out = verify(&path, &token, "bob", &[]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(text(&out.stdout).trim(), "rejected: subject_mismatch");
 
     // An hour later the 10-minute token is expired.
     let later = (synapse_token_auth::unix_now() + 3600).to_string();
-    let out = run(&[
-        "-c",
-        &path,
-        "verify",
-        &token,
-        "--user",
-        "alice",
-        "--server-name",
-        "example.org",
-        "--now",
-        &later,
-    ]);
+    let out = verify(&path, &token, "alice", &["--now", &later]);
     assert_eq!(text(&out.stdout).trim(), "rejected: expired");
 
     // Token from standard input.
@@ -174,16 +161,7 @@ fn cli_mint_then_verify_roundtrip_and_exit_codes() {
     assert!(child.wait_with_output().expect("wait").status.success());
 
     // Invalid config: exit 2, not 1 (1 means "rejected").
-    let out = run(&[
-        "-c",
-        "/nonexistent.toml",
-        "verify",
-        &token,
-        "--user",
-        "alice",
-        "--server-name",
-        "x",
-    ]);
+    let out = verify("/nonexistent.toml", &token, "alice", &[]);
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -207,16 +185,7 @@ fn cli_mint_with_private_key_for_asymmetric_config() {
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let token = text(&out.stdout).trim().to_owned();
-    let out = run(&[
-        "-c",
-        &path,
-        "verify",
-        &token,
-        "--user",
-        "alice",
-        "--server-name",
-        "example.org",
-    ]);
+    let out = verify(&path, &token, "alice", &[]);
     assert!(
         out.status.success(),
         "{}{}",
