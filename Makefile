@@ -17,10 +17,15 @@ test: lint test-nix test-rust test-system test-demo test-python
 demo:
 	./examples/demo.sh
 
+PYTHON_SOURCES = python-shim benches examples tests/system
+
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(CARGO) clippy --workspace --no-default-features --lib --locked -- -D warnings
+	tools=$$(./python-shim/tools.sh) && \
+	  $$tools/ruff check --config python-shim/pyproject.toml $(PYTHON_SOURCES) && \
+	  $$tools/ruff format --check --config python-shim/pyproject.toml $(PYTHON_SOURCES)
 
 test-rust:
 	$(CARGO) test --workspace --locked

@@ -65,9 +65,26 @@ class Daemon:
 
 def oha(seconds: float, connections: int, body: str, target: list[str]) -> dict:
     out = subprocess.run(
-        ["oha", "--no-tui", "--output-format", "json", "-z", f"{seconds}s", "-c", str(connections), "-m", "POST",
-         "-H", "Content-Type: application/json", "-d", body, *target],
-        check=True, capture_output=True, text=True,
+        [
+            "oha",
+            "--no-tui",
+            "--output-format",
+            "json",
+            "-z",
+            f"{seconds}s",
+            "-c",
+            str(connections),
+            "-m",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body,
+            *target,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     r = json.loads(out)
     return {
@@ -90,8 +107,12 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="sta-load-"))
     tool_config = work / "mint.toml"
     tool_config.write_text(f'secret = "{SECRET}"\n')
-    good = subprocess.run([args.bin, "-c", str(tool_config), "mint", "--sub", "alice", "--expires-in", "1h"],
-                          check=True, capture_output=True, text=True).stdout.strip()
+    good = subprocess.run(
+        [args.bin, "-c", str(tool_config), "mint", "--sub", "alice", "--expires-in", "1h"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     bad = good[:-1] + ("A" if good[-1] != "A" else "B")
     body = lambda tok: json.dumps({"token": tok, "user": "alice", "server_name": "example.org"})  # noqa: E731
     results: dict = {"throughput": [], "concurrency": [], "seconds": args.seconds, "cores": os.cpu_count()}
@@ -107,8 +128,10 @@ def main() -> int:
                     r = oha(args.seconds, 32, body(tok), target)
                     r.update(transport=transport, workers=workers, outcome=outcome)
                     results["throughput"].append(r)
-                    print(f"{transport}, {workers} worker(s), {outcome:<10}          {r['rps']:9.0f} {r['p50_ms']:8.3f} "
-                          f"{r['p99_ms']:8.3f}  {r['status']}")
+                    print(
+                        f"{transport}, {workers} worker(s), {outcome:<10}          {r['rps']:9.0f} {r['p50_ms']:8.3f} "
+                        f"{r['p99_ms']:8.3f}  {r['status']}"
+                    )
             after = rss_kib(daemon.process.pid)
             results[f"rss_kib_{workers}"] = {"before": before, "after": after}
             print(f"RSS with {workers} worker(s): {before} KiB before, {after} KiB after the load")
@@ -117,8 +140,10 @@ def main() -> int:
                     r = oha(max(args.seconds / 2, 1), clients, body(good), unix)
                     r.update(clients=clients)
                     results["concurrency"].append(r)
-                    print(f"unix, 1 worker, {clients:>2} concurrent clients      {r['rps']:9.0f} {r['p50_ms']:8.3f} "
-                          f"{r['p99_ms']:8.3f}")
+                    print(
+                        f"unix, 1 worker, {clients:>2} concurrent clients      {r['rps']:9.0f} {r['p50_ms']:8.3f} "
+                        f"{r['p99_ms']:8.3f}"
+                    )
             daemon.stop()
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -44,22 +44,36 @@ def jwt(sub: str, secret: str = SECRET) -> str:
 
 
 class Server:
-    def __init__(self, name: str, python: str, directory: Path, port: int, module_config, module: str,
-                 extra=None, login_type: str = "com.famedly.login.token") -> None:
+    def __init__(
+        self,
+        name: str,
+        python: str,
+        directory: Path,
+        port: int,
+        module_config,
+        module: str,
+        extra=None,
+        login_type: str = "com.famedly.login.token",
+    ) -> None:
         self.name, self.port, self.login_type = name, port, login_type
         directory.mkdir(parents=True)
         config = homeserver_config.write(directory, port, module_config, module=module, extra=extra)
         self.shared = json.loads(config.read_text())["registration_shared_secret"]
         self.log = open(directory / "stdout.log", "wb")
-        self.process = subprocess.Popen([python, "-m", "synapse.app.homeserver", "-c", str(config)], cwd=directory,
-                                        stdout=self.log, stderr=self.log)
+        self.process = subprocess.Popen(
+            [python, "-m", "synapse.app.homeserver", "-c", str(config)], cwd=directory, stdout=self.log, stderr=self.log
+        )
 
     def connection(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
 
     def request(self, conn, method: str, path: str, body=None) -> tuple[int, dict]:
-        conn.request(method, path, body=json.dumps(body) if body is not None else None,
-                     headers={"Content-Type": "application/json"})
+        conn.request(
+            method,
+            path,
+            body=json.dumps(body) if body is not None else None,
+            headers={"Content-Type": "application/json"},
+        )
         response = conn.getresponse()
         return response.status, json.loads(response.read() or b"{}")
 
@@ -78,10 +92,17 @@ class Server:
     def create_user(self) -> None:
         conn = self.connection()
         _, nonce = self.request(conn, "GET", "/_synapse/admin/v1/register")
-        mac = hmac.new(self.shared.encode(), b"\x00".join([nonce["nonce"].encode(), USER.encode(), b"pw", b"notadmin"]),
-                       hashlib.sha1).hexdigest()
-        status, body = self.request(conn, "POST", "/_synapse/admin/v1/register",
-                                    {"nonce": nonce["nonce"], "username": USER, "password": "pw", "admin": False, "mac": mac})
+        mac = hmac.new(
+            self.shared.encode(),
+            b"\x00".join([nonce["nonce"].encode(), USER.encode(), b"pw", b"notadmin"]),
+            hashlib.sha1,
+        ).hexdigest()
+        status, body = self.request(
+            conn,
+            "POST",
+            "/_synapse/admin/v1/register",
+            {"nonce": nonce["nonce"], "username": USER, "password": "pw", "admin": False, "mac": mac},
+        )
         assert status == 200, (self.name, body)
 
     def login(self, conn, token: str) -> int:
@@ -114,19 +135,45 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="sta-e2e-"))
     sock = work / "verify.sock"
     (work / "daemon.toml").write_text(f'secret = "{SECRET}"\n[server]\nlisten = ["unix:{sock}"]\nworkers = 1\n')
-    daemon = subprocess.Popen([args.bin, "-c", str(work / "daemon.toml"), "serve"],
-                              stderr=open(work / "daemon.log", "wb"))
+    daemon = subprocess.Popen(
+        [args.bin, "-c", str(work / "daemon.toml"), "serve"], stderr=open(work / "daemon.log", "wb")
+    )
     ports = iter(range(28100 + random.randrange(500), 65000))
     servers = [
-        Server("ours, embedded", args.python_ours, work / "embedded", next(ports), {"secret": SECRET},
-               homeserver_config.MODULE),
-        Server("ours, daemon", args.python_ours, work / "daemon", next(ports), {"verifier": {"socket": str(sock)}},
-               homeserver_config.MODULE),
-        Server("original module", args.python_original, work / "original", next(ports),
-               {"jwt": {"secret": SECRET, "algorithm": "HS512"}}, "synapse_token_authenticator.TokenAuthenticator"),
-        Server("Synapse jwt_config", args.python_ours, work / "builtin", next(ports), None, homeserver_config.MODULE,
-               extra={"jwt_config": {"enabled": True, "secret": SECRET, "algorithm": "HS512"}},
-               login_type="org.matrix.login.jwt"),
+        Server(
+            "ours, embedded",
+            args.python_ours,
+            work / "embedded",
+            next(ports),
+            {"secret": SECRET},
+            homeserver_config.MODULE,
+        ),
+        Server(
+            "ours, daemon",
+            args.python_ours,
+            work / "daemon",
+            next(ports),
+            {"verifier": {"socket": str(sock)}},
+            homeserver_config.MODULE,
+        ),
+        Server(
+            "original module",
+            args.python_original,
+            work / "original",
+            next(ports),
+            {"jwt": {"secret": SECRET, "algorithm": "HS512"}},
+            "synapse_token_authenticator.TokenAuthenticator",
+        ),
+        Server(
+            "Synapse jwt_config",
+            args.python_ours,
+            work / "builtin",
+            next(ports),
+            None,
+            homeserver_config.MODULE,
+            extra={"jwt_config": {"enabled": True, "secret": SECRET, "algorithm": "HS512"}},
+            login_type="org.matrix.login.jwt",
+        ),
     ]
     try:
         for s in servers:
@@ -174,6 +221,7 @@ def main() -> int:
         daemon.wait(15)
 
     import synapse  # noqa: F401 - for the version in the report
+
     result = {
         "rounds": args.rounds,
         "accepted_ms": {k: percentiles(v) for k, v in accepted.items()},
@@ -184,9 +232,11 @@ def main() -> int:
     for s in servers:
         a, r = result["accepted_ms"][s.name], result["rejected_ms"][s.name]
         t = throughput[s.name]
-        print(f"  {s.name:<20} accepted {a['p50']:6.2f} / {a['p95']:6.2f} / {a['p99']:6.2f}   "
-              f"rejected {r['p50']:6.2f} / {r['p95']:6.2f} / {r['p99']:6.2f}   "
-              f"{t[1]:6.1f}/s with 1 client, {t[4]:6.1f}/s with 4")
+        print(
+            f"  {s.name:<20} accepted {a['p50']:6.2f} / {a['p95']:6.2f} / {a['p99']:6.2f}   "
+            f"rejected {r['p50']:6.2f} / {r['p95']:6.2f} / {r['p99']:6.2f}   "
+            f"{t[1]:6.1f}/s with 1 client, {t[4]:6.1f}/s with 4"
+        )
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     return 0

@@ -35,7 +35,6 @@ def make_cases(keys: Path, pad: int = 0):
     from jwcrypto import jwk as jwcrypto_jwk
     from jwcrypto import jwt as jwcrypto_jwt
     from jwcrypto.common import base64url_encode
-
     from synapse_token_auth import _native
 
     cases = {}
@@ -73,8 +72,12 @@ def make_cases(keys: Path, pad: int = 0):
         def verify_jwcrypto(t=token, k=jwc_key, a=alg):
             jwcrypto_jwt.JWT(jwt=t, key=k, algs=[a], check_claims={"exp": None})
 
-        fns = {"synapse-token-auth (pyo3)": verify_ours, "PyJWT": verify_pyjwt, "authlib": verify_authlib,
-               "jwcrypto": verify_jwcrypto}
+        fns = {
+            "synapse-token-auth (pyo3)": verify_ours,
+            "PyJWT": verify_pyjwt,
+            "authlib": verify_authlib,
+            "jwcrypto": verify_jwcrypto,
+        }
         for fn in fns.values():
             fn()  # every library accepts the token before it is timed
         cases[alg] = (fns, len(token))
@@ -113,17 +116,24 @@ def main() -> int:
     args = parser.parse_args()
     from importlib.metadata import version
 
-    versions = {"PyJWT": version("PyJWT"), "authlib": version("authlib"), "jwcrypto": version("jwcrypto"),
-                "python": sys.version.split()[0]}
+    versions = {
+        "PyJWT": version("PyJWT"),
+        "authlib": version("authlib"),
+        "jwcrypto": version("jwcrypto"),
+        "python": sys.version.split()[0],
+    }
     samples = measure(make_cases(args.keys), args.rounds, args.budget)
     print(f"µs per verification, median of {args.rounds} interleaved rounds (min-max)")
     for alg, by_lib in samples.items():
         fastest_other = min(statistics.median(v) for k, v in by_lib.items() if not k.startswith("synapse"))
         for name, values in by_lib.items():
             med = statistics.median(values)
-            print(f"  {alg:<6} {name:<28} {med:9.2f}  ({min(values):.2f}-{max(values):.2f})  "
-                  f"{fastest_other / med:5.1f}x vs fastest alternative" if name.startswith("synapse") else
-                  f"  {alg:<6} {name:<28} {med:9.2f}  ({min(values):.2f}-{max(values):.2f})")
+            print(
+                f"  {alg:<6} {name:<28} {med:9.2f}  ({min(values):.2f}-{max(values):.2f})  "
+                f"{fastest_other / med:5.1f}x vs fastest alternative"
+                if name.startswith("synapse")
+                else f"  {alg:<6} {name:<28} {med:9.2f}  ({min(values):.2f}-{max(values):.2f})"
+            )
 
     # Scaling with token size (HS512): ours and the fastest Python library.
     sizes = [0, 512, 1024, 2048, 4096, 5600]  # the largest stays under the 8 KiB token limit
@@ -134,11 +144,14 @@ def main() -> int:
         subset = {"HS512": ({k: fns[k] for k in ("synapse-token-auth (pyo3)", "PyJWT")}, length)}
         s = measure(subset, max(3, args.rounds // 2), args.budget / 2)["HS512"]
         scaling.append({"token_bytes": length, **{k: statistics.median(v) for k, v in s.items()}})
-        print(f"  HS512 token of {length:>5} bytes: ours {scaling[-1]['synapse-token-auth (pyo3)']:.2f} µs, "
-              f"PyJWT {scaling[-1]['PyJWT']:.2f} µs")
+        print(
+            f"  HS512 token of {length:>5} bytes: ours {scaling[-1]['synapse-token-auth (pyo3)']:.2f} µs, "
+            f"PyJWT {scaling[-1]['PyJWT']:.2f} µs"
+        )
     if args.json:
-        args.json.write_text(json.dumps({"versions": versions, "rounds": args.rounds, "samples": samples,
-                                         "scaling": scaling}, indent=1))
+        args.json.write_text(
+            json.dumps({"versions": versions, "rounds": args.rounds, "samples": samples, "scaling": scaling}, indent=1)
+        )
     return 0
 
 

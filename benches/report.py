@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Turns the benchmark outputs into results/report.md and PNG plots.
 
-    report.py --out results --criterion target/criterion --python py.json --daemon daemon.json --e2e e2e.json
+report.py --out results --criterion target/criterion --python py.json --daemon daemon.json --e2e e2e.json
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def criterion_median_us(root: Path, alg: str, name: str) -> float | None:
 
 
 def machine() -> str:
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
     return f"{cpu}, {len(__import__('os').sched_getaffinity(0))} cores, Linux {platform.release()}; {rustc}"
 
@@ -76,18 +76,28 @@ def main() -> int:
         rust = criterion_median_us(a.criterion, alg, "synapse-token-auth")
         fastest = min(med[k] for k in med if k != OURS_PY)
         rows[alg] = (rust, med)
-        cell = lambda k: f"{med[k]:.1f} ({spread[k][0]:.1f}-{spread[k][1]:.1f})"  # noqa: E731
-        md.append(f"| {alg} | {rust:.2f} | {cell(OURS_PY)} | {cell('PyJWT')} | {cell('authlib')} | {cell('jwcrypto')} | "
-                  f"{fastest / med[OURS_PY]:.1f}x |" if rust is not None else f"| {alg} | n/a | {cell(OURS_PY)} | "
-                  f"{cell('PyJWT')} | {cell('authlib')} | {cell('jwcrypto')} | {fastest / med[OURS_PY]:.1f}x |")
+        cells = {k: f"{med[k]:.1f} ({spread[k][0]:.1f}-{spread[k][1]:.1f})" for k in med}
+        rust_cell = f"{rust:.2f}" if rust is not None else "n/a"
+        md.append(
+            f"| {alg} | {rust_cell} | {cells[OURS_PY]} | {cells['PyJWT']} | {cells['authlib']} | "
+            f"{cells['jwcrypto']} | {fastest / med[OURS_PY]:.1f}x |"
+        )
     hs = criterion_median_us(a.criterion, "HS512", "synapse-token-auth")
     raw = criterion_median_us(a.criterion, "HS512", "jsonwebtoken-decode")
     if hs and raw:
-        md += ["", f"HS512 from Rust: `Verifier::verify` {hs:.2f} µs against a plain `jsonwebtoken::decode` of "
-                   f"the same token {raw:.2f} µs: ratio {hs / raw:.2f} (target: at most 1.5)."]
+        md += [
+            "",
+            f"HS512 from Rust: `Verifier::verify` {hs:.2f} µs against a plain `jsonwebtoken::decode` of "
+            f"the same token {raw:.2f} µs: ratio {hs / raw:.2f} (target: at most 1.5).",
+        ]
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    libs = [("ours, Rust", None), ("ours, from Python", OURS_PY), ("PyJWT", "PyJWT"), ("authlib", "authlib"),
-            ("jwcrypto", "jwcrypto")]
+    libs = [
+        ("ours, Rust", None),
+        ("ours, from Python", OURS_PY),
+        ("PyJWT", "PyJWT"),
+        ("authlib", "authlib"),
+        ("jwcrypto", "jwcrypto"),
+    ]
     width = 0.16
     for i, (label, key) in enumerate(libs):
         vals = [(rows[alg][0] or 0) if key is None else rows[alg][1][key] for alg in ALGORITHMS]
@@ -102,16 +112,25 @@ def main() -> int:
     fig.savefig(a.out / "verify.png", dpi=110)
     md += ["", "![verification cost](verify.png)", ""]
 
-    md += ["## 2. Verifier daemon throughput and latency", "",
-           f"oha, 32 connections, {daemon['seconds']:g} s per run, audit logging on (to a file).", "",
-           "| transport | workers | token | requests/s | p50 ms | p99 ms |", "|---|---|---|---|---|---|"]
+    md += [
+        "## 2. Verifier daemon throughput and latency",
+        "",
+        f"oha, 32 connections, {daemon['seconds']:g} s per run, audit logging on (to a file).",
+        "",
+        "| transport | workers | token | requests/s | p50 ms | p99 ms |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in daemon["throughput"]:
-        md.append(f"| {r['transport']} | {r['workers']} | {r['outcome']} | {r['rps']:.0f} | {r['p50_ms']:.3f} | "
-                  f"{r['p99_ms']:.3f} |")
+        md.append(
+            f"| {r['transport']} | {r['workers']} | {r['outcome']} | {r['rps']:.0f} | {r['p50_ms']:.3f} | "
+            f"{r['p99_ms']:.3f} |"
+        )
     for w in (1, 2):
         rss = daemon[f"rss_kib_{w}"]
-        md.append(f"\nRSS with {w} worker(s): {rss['before'] / 1024:.1f} MiB before, {rss['after'] / 1024:.1f} MiB "
-                  "after the load (target: under 16 MiB).")
+        md.append(
+            f"\nRSS with {w} worker(s): {rss['before'] / 1024:.1f} MiB before, {rss['after'] / 1024:.1f} MiB "
+            "after the load (target: under 16 MiB)."
+        )
     fig, ax = plt.subplots(figsize=(9, 4))
     labels = [f"{r['transport']}\n{r['workers']}w {r['outcome']}" for r in daemon["throughput"]]
     ax.bar(range(len(labels)), [r["rps"] / 1000 for r in daemon["throughput"]], color="tab:blue")
@@ -124,22 +143,30 @@ def main() -> int:
     fig.savefig(a.out / "daemon.png", dpi=110)
     md += ["", "![daemon throughput](daemon.png)", ""]
 
-    md += ["## 3. End-to-end login through Synapse", "",
-           f"All four servers ran at once; {e2e['rounds']} interleaved rounds of sequential logins, then logins/s "
-           "with 1 and 4 concurrent clients. A login includes Synapse creating a device and an access token.", "",
-           "| setup | accepted p50 / p95 / p99 ms | rejected p50 / p95 / p99 ms | logins/s, 1 client | 4 clients |",
-           "|---|---|---|---|---|"]
+    md += [
+        "## 3. End-to-end login through Synapse",
+        "",
+        f"All four servers ran at once; {e2e['rounds']} interleaved rounds of sequential logins, then logins/s "
+        "with 1 and 4 concurrent clients. A login includes Synapse creating a device and an access token.",
+        "",
+        "| setup | accepted p50 / p95 / p99 ms | rejected p50 / p95 / p99 ms | logins/s, 1 client | 4 clients |",
+        "|---|---|---|---|---|",
+    ]
     names = list(e2e["accepted_ms"])
     for n in names:
         acc, rej, t = e2e["accepted_ms"][n], e2e["rejected_ms"][n], e2e["logins_per_second"][n]
-        md.append(f"| {n} | {acc['p50']:.2f} / {acc['p95']:.2f} / {acc['p99']:.2f} | {rej['p50']:.2f} / "
-                  f"{rej['p95']:.2f} / {rej['p99']:.2f} | {t['1']:.0f} | {t['4']:.0f} |")
+        md.append(
+            f"| {n} | {acc['p50']:.2f} / {acc['p95']:.2f} / {acc['p99']:.2f} | {rej['p50']:.2f} / "
+            f"{rej['p95']:.2f} / {rej['p99']:.2f} | {t['1']:.0f} | {t['4']:.0f} |"
+        )
     builtin = e2e["accepted_ms"]["Synapse jwt_config"]["p50"]
     md.append("")
     for n in names[:2]:
-        md.append(f"- {n}: accepted p50 {e2e['accepted_ms'][n]['p50'] - builtin:+.2f} ms against Synapse's built-in "
-                  f"JWT login (target: within 1 ms); rejected p50 {e2e['rejected_ms'][n]['p50']:.2f} ms against the "
-                  f"original module's {e2e['rejected_ms']['original module']['p50']:.2f} ms.")
+        md.append(
+            f"- {n}: accepted p50 {e2e['accepted_ms'][n]['p50'] - builtin:+.2f} ms against Synapse's built-in "
+            f"JWT login (target: within 1 ms); rejected p50 {e2e['rejected_ms'][n]['p50']:.2f} ms against the "
+            f"original module's {e2e['rejected_ms']['original module']['p50']:.2f} ms."
+        )
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, title in ((axes[0], "accepted_ms", "accepted logins"), (axes[1], "rejected_ms", "rejected logins")):
         for i, pct in enumerate(("p50", "p95", "p99")):
@@ -153,12 +180,23 @@ def main() -> int:
     fig.savefig(a.out / "e2e.png", dpi=110)
     md += ["", "![end-to-end latency](e2e.png)", ""]
 
-    md += ["## 4. Scaling", "", "Verification cost against token size (HS512, from Python):", "",
-           "| token bytes | ours µs | PyJWT µs |", "|---|---|---|"]
+    md += [
+        "## 4. Scaling",
+        "",
+        "Verification cost against token size (HS512, from Python):",
+        "",
+        "| token bytes | ours µs | PyJWT µs |",
+        "|---|---|---|",
+    ]
     for r in py["scaling"]:
         md.append(f"| {r['token_bytes']} | {r[OURS_PY]:.2f} | {r['PyJWT']:.2f} |")
-    md += ["", "Daemon requests/s against concurrent clients (1 worker, unix socket):", "",
-           "| clients | requests/s | p50 ms | p99 ms |", "|---|---|---|---|"]
+    md += [
+        "",
+        "Daemon requests/s against concurrent clients (1 worker, unix socket):",
+        "",
+        "| clients | requests/s | p50 ms | p99 ms |",
+        "|---|---|---|---|",
+    ]
     for r in daemon["concurrency"]:
         md.append(f"| {r['clients']} | {r['rps']:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} |")
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))

@@ -47,9 +47,21 @@ def main() -> int:
     try:
         wait_for(base, synapse)
         token = subprocess.run(
-            [args.bin, "-c", str(tool_config), "mint", "--sub", "alice", "--expires-in", "1h",
-             "--claim", "displayname=Alice"],
-            check=True, capture_output=True, text=True,
+            [
+                args.bin,
+                "-c",
+                str(tool_config),
+                "mint",
+                "--sub",
+                "alice",
+                "--expires-in",
+                "1h",
+                "--claim",
+                "displayname=Alice",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
         body = {"type": "com.famedly.login.token", "identifier": {"type": "m.id.user", "user": "alice"}, "token": token}
         status, answer = post(base + "/_matrix/client/v3/login", body)
@@ -62,9 +74,9 @@ def main() -> int:
         print(
             "\nLog in yourself (a new token each time; users are registered on first login):\n\n"
             f"  TOKEN=$({args.bin} -c {tool_config} mint --sub bob)\n"
-            f"  curl -s -XPOST {base}/_matrix/client/v3/login -d '{{\"type\": \"com.famedly.login.token\", "
+            f'  curl -s -XPOST {base}/_matrix/client/v3/login -d \'{{"type": "com.famedly.login.token", '
             '"identifier": {"type": "m.id.user", "user": "bob"}, "token": "\'"$TOKEN"\'"}\'\n\n'
-            f"Why a token is refused: {args.bin} -c {tool_config} verify \"$TOKEN\" --user bob --server-name "
+            f'Why a token is refused: {args.bin} -c {tool_config} verify "$TOKEN" --user bob --server-name '
             f"{homeserver_config.SERVER_NAME}\n"
             f"Synapse's log: {directory / 'homeserver.log'}\n\nCtrl-C stops Synapse.",
             flush=True,

@@ -57,6 +57,4 @@ def daemon_binary() -> str:
     for path in candidates:
         if path and os.access(path, os.X_OK):
             return path
-    raise AssertionError(
-        "the synapse-token-auth binary is required: run `cargo build` or set SYNAPSE_TOKEN_AUTH_BIN"
-    )
+    raise AssertionError("the synapse-token-auth binary is required: run `cargo build` or set SYNAPSE_TOKEN_AUTH_BIN")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -53,11 +52,16 @@ class Daemon:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [
-                    "systemd-socket-activate", "-l", str(self.socket),
+                    "systemd-socket-activate",
+                    "-l",
+                    str(self.socket),
                     f"--setenv=SYNAPSE_TOKEN_AUTH_CONFIG={self.config}",
-                    daemon_binary(), "serve",
+                    daemon_binary(),
+                    "serve",
                 ],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
             )
         wait_until(self.socket.exists, 10, "the daemon's socket")
 
@@ -89,18 +93,24 @@ class Homeserver:
         with open(self.dir / "stdout.log", "ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "synapse.app.homeserver", "-c", str(self.config)],
-                cwd=self.dir, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                cwd=self.dir,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
             )
+
         def up() -> bool:
             if self.process.poll() is not None:
                 raise AssertionError(
-                    "Synapse exited during start-up:\n" + (self.dir / "stdout.log").read_text()[-3000:]
+                    "Synapse exited during start-up:\n"
+                    + (self.dir / "stdout.log").read_text()[-3000:]
                     + self.log_text()[-3000:]
                 )
             try:
                 return self.request("GET", "/_matrix/client/versions")[0] == 200
             except OSError:
                 return False
+
         wait_until(up, 60, "Synapse to answer /versions")
 
     def stop(self) -> None:
@@ -142,11 +152,21 @@ class Homeserver:
         assert status == 200, nonce
         password = "test-only-password"
         mac = hmac.new(self.shared_secret.encode(), digestmod=hashlib.sha1)
-        mac.update(b"\x00".join([nonce["nonce"].encode(), localpart.encode(), password.encode(),
-                                 b"admin" if admin else b"notadmin"]))
-        status, body = self.request("POST", "/_synapse/admin/v1/register", {
-            "nonce": nonce["nonce"], "username": localpart, "password": password,
-            "admin": admin, "mac": mac.hexdigest(),
-        })
+        mac.update(
+            b"\x00".join(
+                [nonce["nonce"].encode(), localpart.encode(), password.encode(), b"admin" if admin else b"notadmin"]
+            )
+        )
+        status, body = self.request(
+            "POST",
+            "/_synapse/admin/v1/register",
+            {
+                "nonce": nonce["nonce"],
+                "username": localpart,
+                "password": password,
+                "admin": admin,
+                "mac": mac.hexdigest(),
+            },
+        )
         assert status == 200, body
         return body["access_token"]

@@ -3,7 +3,6 @@
 import pytest
 from helpers import KEYS, SECRET
 from synapse.config import ConfigError
-
 from synapse_token_auth import TokenAuthenticator
 
 

@@ -12,11 +12,10 @@ from helpers import SECRET, SERVER_NAME, claims, token
 from synapse.module_api import ModuleApi
 from synapse.module_api.errors import SynapseError
 from synapse.types import UserID
+from synapse_token_auth import LOGIN_TYPE, TokenAuthenticator
+from synapse_token_auth.daemon_client import DaemonUnavailableError, _parse_answer
 from twisted.internet import defer
 from twisted.python.failure import Failure
-
-from synapse_token_auth import LOGIN_TYPE, TokenAuthenticator
-from synapse_token_auth.daemon_client import DaemonUnavailable, _parse_answer
 
 
 def run(coro):
@@ -220,7 +219,7 @@ def test_module_never_raises_into_synapse(caplog):
     ],
 )
 def test_daemon_answers_that_are_not_verdicts_fail_closed(status, body, reason):
-    with pytest.raises(DaemonUnavailable) as e:
+    with pytest.raises(DaemonUnavailableError) as e:
         _parse_answer(status, body)
     assert e.value.reason == reason
 

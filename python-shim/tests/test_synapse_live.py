@@ -151,7 +151,9 @@ def test_parallel_first_logins_create_one_account(hs):
     if hs.allow_registration:
         assert statuses == [200] * 20, results
         assert {body["user_id"] for _, body in results} == {"@racer:test.local"}
-        status, listing = hs.request("GET", "/_synapse/admin/v2/users?name=racer&guests=false", access_token=hs.admin_token)
+        status, listing = hs.request(
+            "GET", "/_synapse/admin/v2/users?name=racer&guests=false", access_token=hs.admin_token
+        )
         assert status == 200
         assert [u["name"] for u in listing["users"]] == ["@racer:test.local"], listing
     else:

@@ -14,7 +14,6 @@ import concurrent.futures
 import hashlib
 import hmac
 import json
-import os
 import re
 import socket
 import subprocess
@@ -31,13 +30,13 @@ SERVER = "test.local"
 results: list[tuple[str, bool, float, str]] = []
 
 
-class StepFailed(Exception):
+class StepFailedError(Exception):
     pass
 
 
 def check(condition: bool, message: str) -> None:
     if not condition:
-        raise StepFailed(message)
+        raise StepFailedError(message)
 
 
 def step(name: str):
@@ -70,15 +69,32 @@ class Container:
     def __init__(self) -> None:
         self.log = open(ARTIFACTS / "nspawn-boot.log", "wb")
         self.nspawn = subprocess.Popen(
-            ["systemd-nspawn", "-q", "--register=no", "--keep-unit", "--volatile=overlay",
-             f"--bind-ro={ARTIFACTS}:/mnt/host", "-b", "-D", str(ROOTFS), "--console=pipe"],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
+            [
+                "systemd-nspawn",
+                "-q",
+                "--register=no",
+                "--keep-unit",
+                "--volatile=overlay",
+                f"--bind-ro={ARTIFACTS}:/mnt/host",
+                "-b",
+                "-D",
+                str(ROOTFS),
+                "--console=pipe",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=self.log,
         )
         self.pid = None
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and self.pid is None:
-            check(self.nspawn.poll() is None, "systemd-nspawn exited: " + (ARTIFACTS / "nspawn-boot.log").read_text()[-2000:])
-            children = subprocess.run(["pgrep", "-P", str(self.nspawn.pid)], capture_output=True, text=True).stdout.split()
+            check(
+                self.nspawn.poll() is None,
+                "systemd-nspawn exited: " + (ARTIFACTS / "nspawn-boot.log").read_text()[-2000:],
+            )
+            children = subprocess.run(
+                ["pgrep", "-P", str(self.nspawn.pid)], capture_output=True, text=True
+            ).stdout.split()
             self.pid = int(children[0]) if children else None
             time.sleep(0.05)
         check(self.pid is not None, "no container PID 1")
@@ -89,10 +105,12 @@ class Container:
     def run(self, *command: str, check_rc: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         proc = subprocess.run(
             ["nsenter", "-t", str(self.pid), "-m", "-u", "-i", "-n", "-p", *command],
-            capture_output=True, text=True, timeout=timeout,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if check_rc and proc.returncode != 0:
-            raise StepFailed(f"{' '.join(command)} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
+            raise StepFailedError(f"{' '.join(command)} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
         return proc
 
     def sh(self, script: str, **kw) -> subprocess.CompletedProcess:
@@ -124,7 +142,9 @@ def jwt(sub: str, secret: str = SECRET, **claims) -> str:
 
 
 def http(method: str, path: str, body=None, token: str | None = None) -> tuple[int, dict]:
-    request = urllib.request.Request(BASE + path, method=method, data=json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(
+        BASE + path, method=method, data=json.dumps(body).encode() if body is not None else None
+    )
     request.add_header("Content-Type", "application/json")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
@@ -136,8 +156,11 @@ def http(method: str, path: str, body=None, token: str | None = None) -> tuple[i
 
 
 def login(user: str, token: str) -> tuple[int, dict]:
-    return http("POST", "/_matrix/client/v3/login",
-                {"type": "com.famedly.login.token", "identifier": {"type": "m.id.user", "user": user}, "token": token})
+    return http(
+        "POST",
+        "/_matrix/client/v3/login",
+        {"type": "com.famedly.login.token", "identifier": {"type": "m.id.user", "user": user}, "token": token},
+    )
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:
@@ -149,18 +172,20 @@ def wait_for(predicate, timeout: float, what: str) -> None:
         except OSError:
             pass
         time.sleep(0.1)
-    raise StepFailed(f"timed out waiting for {what}")
+    raise StepFailedError(f"timed out waiting for {what}")
 
 
 boot_started = time.monotonic()
 try:
     c = Container()
-except StepFailed as e:
+except StepFailedError as e:
     print(f"FAIL  cannot boot the container: {e}")
     sys.exit(1)
 state = c.run("systemctl", "is-system-running", "--wait", check_rc=False).stdout.strip()
 results.append(("boot", state in ("running", "degraded"), time.monotonic() - boot_started, state))
-print(f"{'PASS' if state in ('running', 'degraded') else 'FAIL'}  {time.monotonic() - boot_started:6.2f}s  boot: systemctl is-system-running = {state}")
+print(
+    f"{'PASS' if state in ('running', 'degraded') else 'FAIL'}  {time.monotonic() - boot_started:6.2f}s  boot: systemctl is-system-running = {state}"
+)
 if state == "degraded":
     print("      failed units: " + c.run("systemctl", "--failed", "--no-legend", check_rc=False).stdout.strip())
 
@@ -188,10 +213,16 @@ def _registered_login():
     shared = json.loads(c.run("cat", "/etc/matrix-synapse/homeserver.yaml").stdout)["registration_shared_secret"]
     for name, admin in (("root", True), ("alice", False)):
         status, nonce = http("GET", "/_synapse/admin/v1/register")
-        mac = hmac.new(shared.encode(), b"\x00".join([nonce["nonce"].encode(), name.encode(), b"pw-test-only",
-                                                       b"admin" if admin else b"notadmin"]), hashlib.sha1).hexdigest()
-        status, body = http("POST", "/_synapse/admin/v1/register",
-                            {"nonce": nonce["nonce"], "username": name, "password": "pw-test-only", "admin": admin, "mac": mac})
+        mac = hmac.new(
+            shared.encode(),
+            b"\x00".join([nonce["nonce"].encode(), name.encode(), b"pw-test-only", b"admin" if admin else b"notadmin"]),
+            hashlib.sha1,
+        ).hexdigest()
+        status, body = http(
+            "POST",
+            "/_synapse/admin/v1/register",
+            {"nonce": nonce["nonce"], "username": name, "password": "pw-test-only", "admin": admin, "mac": mac},
+        )
         check(status == 200, f"register {name}: {status} {body}")
         if admin:
             admin_token["root"] = body["access_token"]
@@ -215,10 +246,19 @@ def _bad_token():
 
 @step("the secret: unreadable by matrix-synapse, in no config Synapse reads, not in the unit")
 def _secret():
-    denied = c.run("setpriv", "--reuid=matrix-synapse", "--regid=matrix-synapse", "--clear-groups",
-                   "cat", "/etc/synapse-token-auth/jwt-secret", check_rc=False)
+    denied = c.run(
+        "setpriv",
+        "--reuid=matrix-synapse",
+        "--regid=matrix-synapse",
+        "--clear-groups",
+        "cat",
+        "/etc/synapse-token-auth/jwt-secret",
+        check_rc=False,
+    )
     check(denied.returncode != 0, "matrix-synapse could read the secret")
-    found = c.sh(f"grep -rlF '{SECRET}' /etc/matrix-synapse /var/lib/matrix-synapse /etc/systemd /run/systemd/system 2>/dev/null || true")
+    found = c.sh(
+        f"grep -rlF '{SECRET}' /etc/matrix-synapse /var/lib/matrix-synapse /etc/systemd /run/systemd/system 2>/dev/null || true"
+    )
     check(found.stdout.strip() == "", f"secret found in {found.stdout.strip()}")
     mode = c.run("stat", "-c", "%a %U", "/etc/synapse-token-auth/jwt-secret").stdout.strip()
     return f"secret file {mode}; credential delivered via LoadCredential"
@@ -228,10 +268,17 @@ def _secret():
 def _journal():
     out = c.run("journalctl", "-u", "synapse-token-auth.service", "-o", "json", "--no-pager").stdout
     records = [json.loads(line) for line in out.splitlines() if line.strip()]
-    accepted = [r for r in records if r.get("MESSAGE") == "JWT login accepted" and r.get("USER_ID") == "@alice:test.local"]
+    accepted = [
+        r for r in records if r.get("MESSAGE") == "JWT login accepted" and r.get("USER_ID") == "@alice:test.local"
+    ]
     rejected = [r for r in records if r.get("MESSAGE") == "JWT login rejected" and r.get("REASON") == "bad_signature"]
-    check(accepted and accepted[0].get("RESULT") == "accepted" and accepted[0].get("ALG") == "HS512", f"no accepted record in {len(records)}")
-    check(rejected and rejected[0].get("USER_ID") == "@alice:test.local", "no rejected record with REASON=bad_signature")
+    check(
+        accepted and accepted[0].get("RESULT") == "accepted" and accepted[0].get("ALG") == "HS512",
+        f"no accepted record in {len(records)}",
+    )
+    check(
+        rejected and rejected[0].get("USER_ID") == "@alice:test.local", "no rejected record with REASON=bad_signature"
+    )
     check(not any(SECRET in line for line in out.splitlines()), "secret in the journal")
     return f"{len(records)} records; USER_ID, RESULT, REASON, ALG, KID present"
 
@@ -248,7 +295,9 @@ def _reload_refuse():
 
 @step("`systemctl reload` with a broken config keeps serving the old one")
 def _reload_broken():
-    c.sh("cp /etc/synapse-token-auth/config.toml /root/good.toml && echo 'bogus = 1' >> /etc/synapse-token-auth/config.toml")
+    c.sh(
+        "cp /etc/synapse-token-auth/config.toml /root/good.toml && echo 'bogus = 1' >> /etc/synapse-token-auth/config.toml"
+    )
     c.run("systemctl", "reload", "synapse-token-auth.service")
     check(c.unit_state("synapse-token-auth.service") == "active", "service not active after a broken reload")
     status, body = login("alice", jwt("alice"))

@@ -73,8 +73,8 @@ def _parse_daemon(config: dict[str, Any]) -> DaemonEndpoint:
     others = sorted(k for k in config if k != "verifier")
     if others:
         problems.append(
-            "`%s`: with a `verifier` section the policy and the key live in the verifier "
-            "daemon's config.toml; remove these keys here" % "`, `".join(others)
+            f"`{'`, `'.join(others)}`: with a `verifier` section the policy and the key live in the "
+            "verifier daemon's config.toml; remove these keys here"
         )
     section = config["verifier"]
     if not isinstance(section, dict):
@@ -91,9 +91,7 @@ def _parse_daemon(config: dict[str, Any]) -> DaemonEndpoint:
     if url is not None and not (isinstance(url, str) and url.startswith("http://")):
         problems.append("`verifier.url`: expected an http:// URL such as http://127.0.0.1:8008")
     timeout = section.get("timeout_seconds", DEFAULT_DAEMON_TIMEOUT)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (
-        0 < timeout <= MAX_DAEMON_TIMEOUT
-    ):
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (0 < timeout <= MAX_DAEMON_TIMEOUT):
         problems.append(
             f"`verifier.timeout_seconds`: expected a number of seconds between 0 and {MAX_DAEMON_TIMEOUT:g}"
         )

@@ -36,7 +36,7 @@ MAX_RESPONSE_BYTES = 64 * 1024
 _HEADERS = Headers({b"Content-Type": [b"application/json"], b"User-Agent": [b"synapse-token-auth"]})
 
 
-class DaemonUnavailable(Exception):
+class DaemonUnavailableError(Exception):
     """The daemon could not give a verdict; the reason code says why."""
 
     def __init__(self, reason: str, detail: str) -> None:
@@ -62,9 +62,7 @@ class DaemonClient:
         pool.maxPersistentPerHost = 16
         pool.cachedConnectionTimeout = 60
         if endpoint.socket is not None:
-            self._agent = Agent.usingEndpointFactory(
-                reactor, _UnixEndpointFactory(endpoint.socket), pool=pool
-            )
+            self._agent = Agent.usingEndpointFactory(reactor, _UnixEndpointFactory(endpoint.socket), pool=pool)
             self._url = b"http://verifier/v1/verify"
         else:
             assert endpoint.url is not None
@@ -75,7 +73,7 @@ class DaemonClient:
         self._yieldable = make_deferred_yieldable or (lambda d: d)
 
     async def verify(self, token: str, user: str, server_name: str) -> dict[str, Any]:
-        """The daemon's verdict as a dict; raises DaemonUnavailable when there is none."""
+        """The daemon's verdict as a dict; raises DaemonUnavailableError when there is none."""
         body = json.dumps({"token": token, "user": user, "server_name": server_name}).encode()
         try:
             try:
@@ -85,25 +83,21 @@ class DaemonClient:
                 # reached a live daemon. Verifying is free of side effects, so one retry on a new
                 # connection is safe (Twisted only retries idempotent methods by itself).
                 status, payload = await self._yieldable(self._post(body))
-        except DaemonUnavailable:
+        except DaemonUnavailableError:
             raise
         except defer.TimeoutError:
-            raise DaemonUnavailable(
-                "daemon_timeout", f"no answer within {self._timeout:g} s"
-            ) from None
+            raise DaemonUnavailableError("daemon_timeout", f"no answer within {self._timeout:g} s") from None
         except Exception as e:  # connection refused, reset, no such socket, ...
-            raise DaemonUnavailable("daemon_unavailable", f"{type(e).__name__}: {e}") from None
+            raise DaemonUnavailableError("daemon_unavailable", f"{type(e).__name__}: {e}") from None
         return _parse_answer(status, payload)
 
     def _post(self, body: bytes) -> defer.Deferred:
         d = self._agent.request(b"POST", self._url, _HEADERS, FileBodyProducer(io.BytesIO(body)))
 
         def read(response: Any) -> defer.Deferred:
-            if response.length is not None and response.length != -1 and (
-                response.length > MAX_RESPONSE_BYTES
-            ):
+            if response.length is not None and response.length != -1 and (response.length > MAX_RESPONSE_BYTES):
                 response.deliverBody(_Discard())
-                raise DaemonUnavailable("daemon_error", f"answer of {response.length} bytes")
+                raise DaemonUnavailableError("daemon_error", f"answer of {response.length} bytes")
             return readBody(response).addCallback(lambda payload: (response.code, payload))
 
         d.addCallback(read)
@@ -124,16 +118,16 @@ class _Discard:
 
 def _parse_answer(status: int, payload: bytes) -> dict[str, Any]:
     if len(payload) > MAX_RESPONSE_BYTES:
-        raise DaemonUnavailable("daemon_error", f"answer of {len(payload)} bytes")
+        raise DaemonUnavailableError("daemon_error", f"answer of {len(payload)} bytes")
     try:
         answer = json.loads(payload)
     except ValueError:
-        raise DaemonUnavailable("daemon_error", f"HTTP {status} with a body that is not JSON") from None
+        raise DaemonUnavailableError("daemon_error", f"HTTP {status} with a body that is not JSON") from None
     if not isinstance(answer, dict):
-        raise DaemonUnavailable("daemon_error", f"HTTP {status} with an unexpected body")
+        raise DaemonUnavailableError("daemon_error", f"HTTP {status} with an unexpected body")
     if status == 200 and isinstance(answer.get("user_id"), str) and isinstance(answer.get("localpart"), str):
         answer["result"] = "accepted"
         return answer
     if status == 403 and isinstance(answer.get("reason"), str):
         return {"result": "rejected", "reason": answer["reason"], "alg": None, "kid": None}
-    raise DaemonUnavailable("daemon_error", f"HTTP {status}: {payload[:200]!r}")
+    raise DaemonUnavailableError("daemon_error", f"HTTP {status}: {payload[:200]!r}")

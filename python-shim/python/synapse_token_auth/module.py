@@ -10,14 +10,15 @@ INFO with the user and a reason code; nothing ever raises into Synapse.
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from synapse.module_api import ModuleApi, make_deferred_yieldable
 from synapse.module_api.errors import SynapseError
 from synapse.types import UserID
 
 from synapse_token_auth import config as config_module
-from synapse_token_auth.daemon_client import DaemonClient, DaemonUnavailable
+from synapse_token_auth.daemon_client import DaemonClient, DaemonUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +34,8 @@ class TokenAuthenticator:
     def __init__(self, config: config_module.ModuleConfig, api: ModuleApi) -> None:
         self._api = api
         self._config = config
-        self._daemon = (
-            DaemonClient(config.daemon, make_deferred_yieldable) if config.daemon is not None else None
-        )
-        api.register_password_auth_provider_callbacks(
-            auth_checkers={(LOGIN_TYPE, LOGIN_FIELDS): self.check_auth}
-        )
+        self._daemon = DaemonClient(config.daemon, make_deferred_yieldable) if config.daemon is not None else None
+        api.register_password_auth_provider_callbacks(auth_checkers={(LOGIN_TYPE, LOGIN_FIELDS): self.check_auth})
         if config.verifier is not None:
             logger.info("JWT login enabled (embedded verifier): %s", config.verifier.effective_config())
         else:
@@ -71,10 +68,13 @@ class TokenAuthenticator:
         if self._daemon is not None:
             try:
                 verdict = await self._daemon.verify(token, username, server_name)
-            except DaemonUnavailable as e:
+            except DaemonUnavailableError as e:
                 logger.error(
                     "JWT login refused for %s: verifier daemon at %s gave no verdict (%s: %s)",
-                    _qualified(username, server_name), self._daemon.description, e.reason, e,
+                    _qualified(username, server_name),
+                    self._daemon.description,
+                    e.reason,
+                    e,
                 )
                 return None
         else:
@@ -105,7 +105,10 @@ class TokenAuthenticator:
 
         logger.info(
             "JWT login accepted for %s (alg=%s kid=%s%s)",
-            canonical, verdict.get("alg"), verdict.get("kid") or "", ", registered" if registered else "",
+            canonical,
+            verdict.get("alg"),
+            verdict.get("kid") or "",
+            ", registered" if registered else "",
         )
         return canonical, None
 
@@ -129,7 +132,10 @@ class TokenAuthenticator:
         server_name = self._api.server_name
         logger.info(
             "JWT login rejected for %s: %s (alg=%s kid=%s)",
-            _qualified(user, server_name) if isinstance(user, str) else repr(user), reason, alg or "", kid or "",
+            _qualified(user, server_name) if isinstance(user, str) else repr(user),
+            reason,
+            alg or "",
+            kid or "",
         )
         return None
 
