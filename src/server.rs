@@ -345,8 +345,12 @@ pub async fn run(
         .workers(config.server.workers)
         .client_request_timeout(Duration::from_millis(config.server.request_timeout_ms))
         .client_disconnect_timeout(Duration::from_secs(1))
-        .keep_alive(Duration::from_secs(60))
-        .shutdown_timeout(10)
+        .keep_alive(Duration::from_secs(30))
+        // A verification takes microseconds, so a stop only ever waits for idle kept-alive
+        // connections, which would hold it for the whole timeout. Closing them is safe: the
+        // Synapse module retries a request whose connection died, and new connections queue in
+        // the systemd socket for the next process.
+        .shutdown_timeout(2)
         .disable_signals();
     for (_, listener) in listeners {
         server = match listener {
