@@ -11,9 +11,6 @@ and are measured in interleaved rounds, so machine noise hits all alike.
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
-import hmac
 import http.client
 import json
 import random
@@ -27,20 +24,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 import homeserver_config  # noqa: E402
+from matrix_client import Client, hs_token  # noqa: E402
 
 SECRET = "bench-only-secret-0123456789abcdef0123456789abcdef0123456789abcdef"
 USER = "bench"
 
 
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 def jwt(sub: str, secret: str = SECRET) -> str:
-    header = b64(json.dumps({"alg": "HS512", "typ": "JWT"}).encode())
-    payload = b64(json.dumps({"sub": sub, "exp": int(time.time()) + 3600}).encode())
-    signature = hmac.new(secret.encode(), f"{header}.{payload}".encode(), hashlib.sha512).digest()
-    return f"{header}.{payload}.{b64(signature)}"
+    return hs_token({"sub": sub, "exp": int(time.time()) + 3600}, secret)
 
 
 class Server:
@@ -90,20 +81,7 @@ class Server:
         raise SystemExit(f"{self.name}: Synapse did not start")
 
     def create_user(self) -> None:
-        conn = self.connection()
-        _, nonce = self.request(conn, "GET", "/_synapse/admin/v1/register")
-        mac = hmac.new(
-            self.shared.encode(),
-            b"\x00".join([nonce["nonce"].encode(), USER.encode(), b"pw", b"notadmin"]),
-            hashlib.sha1,
-        ).hexdigest()
-        status, body = self.request(
-            conn,
-            "POST",
-            "/_synapse/admin/v1/register",
-            {"nonce": nonce["nonce"], "username": USER, "password": "pw", "admin": False, "mac": mac},
-        )
-        assert status == 200, (self.name, body)
+        Client(f"http://127.0.0.1:{self.port}").register(self.shared, USER, admin=False)
 
     def login(self, conn, token: str) -> int:
         body = {"type": self.login_type, "token": token}

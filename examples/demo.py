@@ -14,11 +14,11 @@ import secrets
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
 import homeserver_config
+from matrix_client import Client
 
 
 def main() -> int:
@@ -63,8 +63,7 @@ def main() -> int:
             capture_output=True,
             text=True,
         ).stdout.strip()
-        body = {"type": "com.famedly.login.token", "identifier": {"type": "m.id.user", "user": "alice"}, "token": token}
-        status, answer = post(base + "/_matrix/client/v3/login", body)
+        status, answer = Client(base).login("alice", token)
         print(f"\nJWT login as alice: HTTP {status} {json.dumps(answer)}")
         if status != 200:
             print(f"the login failed; see {directory / 'homeserver.log'}", file=sys.stderr)
@@ -102,16 +101,6 @@ def wait_for(base: str, synapse: subprocess.Popen) -> None:
         except OSError:
             time.sleep(0.2)
     raise SystemExit("Synapse did not start within 90 s")
-
-
-def post(url: str, body: dict) -> tuple[int, object]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
-    request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null")
 
 
 if __name__ == "__main__":

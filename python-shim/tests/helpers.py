@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+from matrix_client import b64url, hs_token, signing_input
+
 REPO = Path(__file__).resolve().parents[2]
 KEYS = REPO / "tests" / "fixtures" / "keys"
 SECRET = "test-only-secret-0123456789abcdef0123456789abcdef0123456789abcdef"
 SERVER_NAME = "test.local"
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def claims(sub: str, **extra: Any) -> dict[str, Any]:
@@ -27,26 +21,23 @@ def claims(sub: str, **extra: Any) -> dict[str, Any]:
 
 def token(payload: dict[str, Any], secret: str = SECRET, alg: str = "HS512", header: dict | None = None) -> str:
     """A compact JWS: HS256/384/512 with `secret`, or RS256/ES256 with the fixture keys."""
-    head = {"alg": alg, "typ": "JWT", **(header or {})}
-    message = f"{b64(json.dumps(head).encode())}.{b64(json.dumps(payload).encode())}".encode()
     if alg.startswith("HS"):
-        digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}[alg]
-        signature = hmac.new(secret.encode(), message, digest).digest()
-    else:
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
+        return hs_token(payload, secret, alg, header)
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
 
-        if alg == "RS256":
-            key = serialization.load_pem_private_key((KEYS / "rsa.key").read_bytes(), None)
-            signature = key.sign(message, padding.PKCS1v15(), hashes.SHA256())
-        elif alg == "ES256":
-            key = serialization.load_pem_private_key((KEYS / "p256.key").read_bytes(), None)
-            der = key.sign(message, ec.ECDSA(hashes.SHA256()))
-            r, s = utils.decode_dss_signature(der)
-            signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-        else:
-            raise ValueError(alg)
-    return f"{message.decode()}.{b64(signature)}"
+    message = signing_input(payload, alg, header)
+    if alg == "RS256":
+        key = serialization.load_pem_private_key((KEYS / "rsa.key").read_bytes(), None)
+        signature = key.sign(message, padding.PKCS1v15(), hashes.SHA256())
+    elif alg == "ES256":
+        key = serialization.load_pem_private_key((KEYS / "p256.key").read_bytes(), None)
+        der = key.sign(message, ec.ECDSA(hashes.SHA256()))
+        r, s = utils.decode_dss_signature(der)
+        signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    else:
+        raise ValueError(alg)
+    return f"{message.decode()}.{b64url(signature)}"
 
 
 def daemon_binary() -> str:

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from helpers import REPO, daemon_binary
-
-# The same homeserver.yaml as `make demo` (examples/homeserver_config.py).
-sys.path.insert(0, str(REPO / "examples"))
-import homeserver_config  # noqa: E402
+import homeserver_config
+from helpers import daemon_binary
+from matrix_client import Client
 
 
 def free_port() -> int:
@@ -88,6 +82,7 @@ class Homeserver:
         self.process: subprocess.Popen | None = None
         self.config = homeserver_config.write(directory, self.port, module_config)
         self.shared_secret = json.loads(self.config.read_text())["registration_shared_secret"]
+        self.client = Client(self.base)
 
     def start(self) -> None:
         with open(self.dir / "stdout.log", "ab") as out:
@@ -125,48 +120,11 @@ class Homeserver:
         return self.log.read_text() if self.log.exists() else ""
 
     def request(self, method: str, path: str, body: Any = None, access_token: str | None = None) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + path, data=data, method=method)
-        req.add_header("Content-Type", "application/json")
-        if access_token:
-            req.add_header("Authorization", f"Bearer {access_token}")
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                return resp.status, json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as e:
-            payload = e.read()
-            try:
-                return e.code, json.loads(payload)
-            except ValueError:
-                return e.code, payload.decode(errors="replace")
+        return self.client.request(method, path, body, access_token)
 
     def login(self, user: str, token: str | None) -> tuple[int, Any]:
-        body: dict[str, Any] = {"type": "com.famedly.login.token", "identifier": {"type": "m.id.user", "user": user}}
-        if token is not None:
-            body["token"] = token
-        return self.request("POST", "/_matrix/client/v3/login", body)
+        return self.client.login(user, token)
 
     def register_with_shared_secret(self, localpart: str, admin: bool) -> str:
         """Creates a user the way `register_new_matrix_user` does; returns its access token."""
-        status, nonce = self.request("GET", "/_synapse/admin/v1/register")
-        assert status == 200, nonce
-        password = "test-only-password"
-        mac = hmac.new(self.shared_secret.encode(), digestmod=hashlib.sha1)
-        mac.update(
-            b"\x00".join(
-                [nonce["nonce"].encode(), localpart.encode(), password.encode(), b"admin" if admin else b"notadmin"]
-            )
-        )
-        status, body = self.request(
-            "POST",
-            "/_synapse/admin/v1/register",
-            {
-                "nonce": nonce["nonce"],
-                "username": localpart,
-                "password": password,
-                "admin": admin,
-                "mac": mac.hexdigest(),
-            },
-        )
-        assert status == 200, body
-        return body["access_token"]
+        return self.client.register(self.shared_secret, localpart, admin)["access_token"]

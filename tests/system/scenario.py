@@ -10,9 +10,8 @@ exposure of the service. Exits non-zero if any step fails or the container canno
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
-import hashlib
-import hmac
 import json
 import re
 import socket
@@ -20,9 +19,11 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+# The demo's client (examples/matrix_client.py), standard library only like this script.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
+from matrix_client import Client, hs_token  # noqa: E402
 
 ROOTFS, ARTIFACTS = Path(sys.argv[1]), Path(sys.argv[2])
 SECRET = (ARTIFACTS / "jwt-secret").read_text().strip()
@@ -63,6 +64,7 @@ def free_port() -> int:
 
 PORT = free_port()
 BASE = f"http://127.0.0.1:{PORT}"
+CLIENT = Client(BASE)
 
 
 class Container:
@@ -85,21 +87,24 @@ class Container:
             stdout=self.log,
             stderr=self.log,
         )
-        self.pid = None
+        self.pid: int | None = None
+
+    def wait_for_systemd(self) -> None:
+        # PID 1 of the container is the child of systemd-nspawn that runs systemd. Resolve it on
+        # every try: a child seen early may be nspawn's own short-lived helper.
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and self.pid is None:
+        while self.pid is None:
             check(
                 self.nspawn.poll() is None,
                 "systemd-nspawn exited: " + (ARTIFACTS / "nspawn-boot.log").read_text()[-2000:],
             )
+            check(time.monotonic() < deadline, "systemd in the container never came up")
             children = subprocess.run(
                 ["pgrep", "-P", str(self.nspawn.pid)], capture_output=True, text=True
             ).stdout.split()
-            self.pid = int(children[0]) if children else None
-            time.sleep(0.05)
-        check(self.pid is not None, "no container PID 1")
-        while not Path(f"/proc/{self.pid}/root/run/systemd/private").exists():
-            check(time.monotonic() < deadline, "systemd in the container never came up")
+            for child in children:
+                if Path(f"/proc/{child}/root/run/systemd/private").exists():
+                    self.pid = int(child)
             time.sleep(0.05)
 
     def run(self, *command: str, check_rc: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -120,47 +125,31 @@ class Container:
         return self.run("systemctl", "is-active", unit, check_rc=False).stdout.strip()
 
     def poweroff(self) -> int:
-        self.run("systemctl", "poweroff", check_rc=False)
+        if self.pid is not None:
+            self.run("systemctl", "poweroff", check_rc=False)
         try:
             return self.nspawn.wait(60)
         except subprocess.TimeoutExpired:
             self.nspawn.kill()
             return -1
 
-
-def b64(data: bytes) -> str:
-    import base64
-
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    def kill(self) -> None:
+        """Last resort, so that a failed run leaves no container behind."""
+        if self.nspawn.poll() is None:
+            self.nspawn.kill()
+            self.nspawn.wait(30)
 
 
 def jwt(sub: str, secret: str = SECRET, **claims) -> str:
-    payload = {"sub": sub, "exp": int(time.time()) + 3600, **claims}
-    message = f"{b64(json.dumps({'alg': 'HS512', 'typ': 'JWT'}).encode())}.{b64(json.dumps(payload).encode())}"
-    signature = hmac.new(secret.encode(), message.encode(), hashlib.sha512).digest()
-    return f"{message}.{b64(signature)}"
+    return hs_token({"sub": sub, "exp": int(time.time()) + 3600, **claims}, secret)
 
 
 def http(method: str, path: str, body=None, token: str | None = None) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        BASE + path, method=method, data=json.dumps(body).encode() if body is not None else None
-    )
-    request.add_header("Content-Type", "application/json")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read() or b"{}")
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
+    return CLIENT.request(method, path, body, token)
 
 
 def login(user: str, token: str) -> tuple[int, dict]:
-    return http(
-        "POST",
-        "/_matrix/client/v3/login",
-        {"type": "com.famedly.login.token", "identifier": {"type": "m.id.user", "user": user}, "token": token},
-    )
+    return CLIENT.login(user, token)
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:
@@ -176,8 +165,10 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 
 
 boot_started = time.monotonic()
+c = Container()
+atexit.register(c.kill)
 try:
-    c = Container()
+    c.wait_for_systemd()
 except StepFailedError as e:
     print(f"FAIL  cannot boot the container: {e}")
     sys.exit(1)
@@ -211,21 +202,8 @@ admin_token = {}
 @step("a registered user logs in (the first login starts the daemon)")
 def _registered_login():
     shared = json.loads(c.run("cat", "/etc/matrix-synapse/homeserver.yaml").stdout)["registration_shared_secret"]
-    for name, admin in (("root", True), ("alice", False)):
-        status, nonce = http("GET", "/_synapse/admin/v1/register")
-        mac = hmac.new(
-            shared.encode(),
-            b"\x00".join([nonce["nonce"].encode(), name.encode(), b"pw-test-only", b"admin" if admin else b"notadmin"]),
-            hashlib.sha1,
-        ).hexdigest()
-        status, body = http(
-            "POST",
-            "/_synapse/admin/v1/register",
-            {"nonce": nonce["nonce"], "username": name, "password": "pw-test-only", "admin": admin, "mac": mac},
-        )
-        check(status == 200, f"register {name}: {status} {body}")
-        if admin:
-            admin_token["root"] = body["access_token"]
+    admin_token["root"] = CLIENT.register(shared, "root", admin=True)["access_token"]
+    CLIENT.register(shared, "alice", admin=False)
     status, body = login("alice", jwt("alice"))
     check(status == 200 and body.get("user_id") == "@alice:test.local", f"{status} {body}")
     check(c.unit_state("synapse-token-auth.service") == "active", "service not started by the login")
@@ -333,7 +311,10 @@ def _restart():
     after = c.run("systemctl", "show", "-p", "MainPID", "--value", "synapse-token-auth.service").stdout.strip()
     check(before != after, "the service did not restart")
     failed = [s for s in outcomes if s != 200]
-    check(outcomes and not failed, f"{len(failed)} of {len(outcomes)} logins failed: {sorted(set(failed))}")
+    if failed:
+        why = c.sh("grep -h 'JWT login refused' /var/lib/matrix-synapse/homeserver.log | tail -3", check_rc=False)
+        raise StepFailedError(f"{len(failed)} of {len(outcomes)} logins failed: {sorted(set(failed))}; {why.stdout}")
+    check(bool(outcomes), "no logins were made")
     return f"{len(outcomes)} logins, all 200; MainPID {before} -> {after}"
 
 

@@ -20,6 +20,7 @@ from twisted.web.client import (
     FileBodyProducer,
     HTTPConnectionPool,
     RequestTransmissionFailed,
+    ResponseFailed,
     ResponseNeverReceived,
     readBody,
 )
@@ -58,31 +59,40 @@ class DaemonClient:
 
     def __init__(self, endpoint: DaemonEndpoint, make_deferred_yieldable: Any = None) -> None:
         self._timeout = endpoint.timeout
-        pool = HTTPConnectionPool(reactor, persistent=True)
-        pool.maxPersistentPerHost = 16
-        pool.cachedConnectionTimeout = 60
+        self._endpoint = endpoint
+        self._agent = self._make_agent(persistent=True)
+        # For the retry: a connection of its own, never one from the pool.
+        self._fresh_agent = self._make_agent(persistent=False)
         if endpoint.socket is not None:
-            self._agent = Agent.usingEndpointFactory(reactor, _UnixEndpointFactory(endpoint.socket), pool=pool)
             self._url = b"http://verifier/v1/verify"
         else:
             assert endpoint.url is not None
-            self._agent = Agent(reactor, pool=pool)
             self._url = (endpoint.url + "/v1/verify").encode("ascii")
         self.description = endpoint.socket or endpoint.url or ""
         # Synapse's log contexts need foreign Deferreds wrapped; identity outside Synapse.
         self._yieldable = make_deferred_yieldable or (lambda d: d)
+
+    def _make_agent(self, persistent: bool) -> Agent:
+        pool = HTTPConnectionPool(reactor, persistent=persistent)
+        pool.maxPersistentPerHost = 16
+        pool.cachedConnectionTimeout = 20
+        if self._endpoint.socket is not None:
+            return Agent.usingEndpointFactory(reactor, _UnixEndpointFactory(self._endpoint.socket), pool=pool)
+        return Agent(reactor, pool=pool)
 
     async def verify(self, token: str, user: str, server_name: str) -> dict[str, Any]:
         """The daemon's verdict as a dict; raises DaemonUnavailableError when there is none."""
         body = json.dumps({"token": token, "user": user, "server_name": server_name}).encode()
         try:
             try:
-                status, payload = await self._yieldable(self._post(body))
-            except (ResponseNeverReceived, RequestTransmissionFailed):
-                # A kept-alive connection to a daemon that has since restarted: the request never
-                # reached a live daemon. Verifying is free of side effects, so one retry on a new
-                # connection is safe (Twisted only retries idempotent methods by itself).
-                status, payload = await self._yieldable(self._post(body))
+                status, payload = await self._yieldable(self._post(self._agent, body))
+            except (ResponseNeverReceived, RequestTransmissionFailed, ResponseFailed) as e:
+                # A kept-alive connection closed by a daemon that is restarting: the pool may hold
+                # more of them, so retry once on a new connection, which waits in the socket for
+                # the next daemon. Verifying has no side effects, so the retry is safe (Twisted
+                # only retries idempotent methods by itself).
+                logger.debug("retrying on a new connection after %s", type(e).__name__)
+                status, payload = await self._yieldable(self._post(self._fresh_agent, body))
         except DaemonUnavailableError:
             raise
         except defer.TimeoutError:
@@ -91,8 +101,8 @@ class DaemonClient:
             raise DaemonUnavailableError("daemon_unavailable", f"{type(e).__name__}: {e}") from None
         return _parse_answer(status, payload)
 
-    def _post(self, body: bytes) -> defer.Deferred:
-        d = self._agent.request(b"POST", self._url, _HEADERS, FileBodyProducer(io.BytesIO(body)))
+    def _post(self, agent: Agent, body: bytes) -> defer.Deferred:
+        d = agent.request(b"POST", self._url, _HEADERS, FileBodyProducer(io.BytesIO(body)))
 
         def read(response: Any) -> defer.Deferred:
             if response.length is not None and response.length != -1 and (response.length > MAX_RESPONSE_BYTES):
