@@ -220,11 +220,12 @@ impl Verifier {
     /// Shape, header and signature. Returns the header, algorithm and the verified claims.
     fn check_token(&self, token: &str) -> Result<Checked, (RejectReason, Option<Header>)> {
         let (header, alg, payload_b64) = self.check_signature(token)?;
-        let payload = URL_SAFE_NO_PAD
+        let claims = URL_SAFE_NO_PAD
             .decode(payload_b64)
-            .map_err(|_| (RejectReason::MalformedToken, None))?;
-        match serde_json::from_slice::<Value>(&payload) {
-            Ok(Value::Object(claims)) => Ok((header, alg, claims)),
+            .ok()
+            .and_then(|payload| serde_json::from_slice::<Value>(&payload).ok());
+        match claims {
+            Some(Value::Object(claims)) => Ok((header, alg, claims)),
             _ => Err((RejectReason::MalformedToken, Some(header))),
         }
     }
@@ -278,7 +279,7 @@ impl Verifier {
 
         let message_len = header_b64.len() + 1 + payload_b64.len();
         let signed = &token.as_bytes()[..message_len];
-        // HMAC comparison inside aws-lc is constant-time.
+        // HMACs are compared by aws-lc's hmac::verify, in constant time.
         match jsonwebtoken::crypto::verify(signature_b64, signed, &self.config.key.decoding, alg) {
             Ok(true) => {}
             Ok(false) | Err(_) => return Err((RejectReason::BadSignature, Some(header))),

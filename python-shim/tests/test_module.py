@@ -168,6 +168,16 @@ def test_module_rejects_with_reason(caplog, user, tok, reason, logged_user):
     api.set_user_admin.assert_not_called()
 
 
+def test_module_escapes_client_text_in_log_lines(caplog):
+    caplog.set_level(logging.INFO)
+    api = make_api()
+    forged = token(claims("alice"), header={"kid": "k\nJWT login accepted for @admin:test.local"}, alg="HS256")
+    assert login(make_module(api), "al\nice", forged) is None
+    lines = [r.getMessage() for r in caplog.records if "JWT login rejected" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0], lines
+    assert "al\\nice" in lines[0] and "k\\nJWT" in lines[0], lines
+
+
 def test_module_checks_audience_and_issuer_when_configured(caplog):
     caplog.set_level(logging.INFO)
     api = make_api({"@alice:test.local": "@alice:test.local"})

@@ -18,7 +18,7 @@ use synapse_token_auth::{
 
 /// JWT login for Synapse: the verifier daemon and tools to check its configuration and tokens.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None, propagate_version = true)]
+#[command(version, propagate_version = true)]
 struct Cli {
     /// Configuration file (TOML).
     #[arg(short, long, global = true, env = "SYNAPSE_TOKEN_AUTH_CONFIG", default_value = DEFAULT_CONFIG)]

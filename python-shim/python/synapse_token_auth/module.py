@@ -134,14 +134,18 @@ class TokenAuthenticator:
             "JWT login rejected for %s: %s (alg=%s kid=%s)",
             _qualified(user, server_name) if isinstance(user, str) else repr(user),
             reason,
-            alg or "",
-            kid or "",
+            _printable(alg or ""),
+            _printable(kid or ""),
         )
         return None
 
 
 def _qualified(user: str, server_name: str) -> str:
-    text = user if user.startswith("@") else f"@{user}:{server_name}"
-    # Client-supplied: bounded and without control characters in the log line.
+    return _printable(user if user.startswith("@") else f"@{user}:{server_name}")
+
+
+def _printable(text: str) -> str:
+    """Client-supplied text (user, and a rejected token's alg and kid) in a log line: bounded,
+    and with control characters escaped so that it cannot forge log lines."""
     text = text[:255]
-    return text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
