@@ -32,11 +32,13 @@ def wait_until(predicate, timeout: float, what: str) -> None:
 
 
 class Daemon:
-    """The verifier daemon, socket-activated by systemd-socket-activate on a unix socket."""
+    """The verifier daemon, socket-activated by systemd-socket-activate on a unix socket and,
+    when `tcp` is set, also on a TCP port of 127.0.0.1."""
 
-    def __init__(self, directory: Path, config_toml: str) -> None:
+    def __init__(self, directory: Path, config_toml: str, tcp: bool = False) -> None:
         self.dir = directory
         self.socket = directory / "verify.sock"
+        self.url = f"http://127.0.0.1:{free_port()}" if tcp else None
         self.config = directory / "daemon.toml"
         self.config.write_text(config_toml)
         self.log = directory / "daemon.log"
@@ -49,6 +51,7 @@ class Daemon:
                     "systemd-socket-activate",
                     "-l",
                     str(self.socket),
+                    *(["-l", self.url.removeprefix("http://")] if self.url else []),
                     f"--setenv=SYNAPSE_TOKEN_AUTH_CONFIG={self.config}",
                     daemon_binary(),
                     "serve",

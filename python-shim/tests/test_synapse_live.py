@@ -27,8 +27,14 @@ def daemon_toml(allow_registration: bool) -> str:
 
 @pytest.fixture(
     scope="module",
-    params=[("embedded", True), ("embedded", False), ("daemon", True), ("daemon", False)],
-    ids=["embedded-registration", "embedded-no-registration", "daemon-registration", "daemon-no-registration"],
+    params=[("embedded", True), ("embedded", False), ("daemon", True), ("daemon", False), ("daemon-url", True)],
+    ids=[
+        "embedded-registration",
+        "embedded-no-registration",
+        "daemon-registration",
+        "daemon-no-registration",
+        "daemon-over-tcp-registration",
+    ],
 )
 def hs(request, tmp_path_factory):
     mode, allow_registration = request.param
@@ -37,9 +43,12 @@ def hs(request, tmp_path_factory):
     if mode == "embedded":
         module_config = {"secret": SECRET, "allow_registration": allow_registration, "audiences": [AUD]}
     else:
-        daemon = Daemon(directory, daemon_toml(allow_registration))
+        daemon = Daemon(directory, daemon_toml(allow_registration), tcp=mode == "daemon-url")
         daemon.start()
-        module_config = {"verifier": {"socket": str(daemon.socket), "timeout_seconds": 5}}
+        if daemon.url:
+            module_config = {"verifier": {"url": daemon.url, "timeout_seconds": 5}}
+        else:
+            module_config = {"verifier": {"socket": str(daemon.socket), "timeout_seconds": 5}}
     server = Homeserver(directory, module_config)
     server.start()
     server.allow_registration = allow_registration
