@@ -47,6 +47,15 @@ const POLICY_KEYS: &[&str] = &[
     "allow_weak_secret",
 ];
 
+/// The keys that name the key material; exactly one is set.
+const KEY_SOURCES: &[&str] = &[
+    "secret",
+    "secret_file",
+    "secret_credential",
+    "keyfile",
+    "keyfile_credential",
+];
+
 /// Sections of the original module's 0.4+ layout that this project does not implement.
 const UNSUPPORTED_SECTIONS: &[&str] = &["oidc", "oauth", "epa"];
 
@@ -494,10 +503,11 @@ fn parse_policy(
 }
 
 fn parse_algorithms(r: &mut Reader<'_>) -> Option<Vec<Algorithm>> {
-    let Some(names) = r.strings("algorithm") else {
-        return (!r.map.contains_key("algorithm") || r.map["algorithm"].is_null())
-            .then(|| vec![DEFAULT_ALGORITHM]);
-    };
+    if r.map.get("algorithm").is_none_or(Value::is_null) {
+        return Some(vec![DEFAULT_ALGORITHM]);
+    }
+    // A wrong type has been reported by `strings`.
+    let names = r.strings("algorithm")?;
     if names.is_empty() {
         r.problem("algorithm", "must name at least one algorithm");
         return None;
@@ -541,8 +551,10 @@ fn parse_key_source(r: &mut Reader<'_>) -> Option<KeySource> {
     let mut given: Vec<KeySource> = candidates.into_iter().flatten().collect();
     match given.len() {
         1 => given.pop(),
+        // A key given with the wrong type has been reported already; say "missing" only when
+        // none was given at all.
+        0 if KEY_SOURCES.iter().any(|k| r.map.contains_key(*k)) => None,
         0 => {
-            // Report the missing key only when nothing else went wrong with the key settings.
             r.problem(
                 "secret",
                 "no key configured: set exactly one of `secret`, `secret_file`, \
@@ -660,6 +672,13 @@ mod tests {
             err.to_string().contains("inside the `jwt` section"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn config_reports_a_wrongly_typed_key_once() {
+        let err = parse(json!({ "secret": 64 })).expect_err("number");
+        assert_eq!(problem_keys(&err), ["secret"]);
+        assert!(err.to_string().contains("expected a string"), "{err}");
     }
 
     #[test]

@@ -4,13 +4,6 @@ use std::os::unix::fs::MetadataExt;
 
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
-/// Where log records go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sink {
-    Journald,
-    Stderr,
-}
-
 /// True when stderr is connected to the journal, as systemd says through `JOURNAL_STREAM`
 /// (`<device>:<inode>` of the stream it gave us). Checking the inode, not just the variable,
 /// keeps a child started from a service with stderr redirected from logging into the void.
@@ -26,8 +19,8 @@ pub fn stderr_is_journal() -> bool {
 }
 
 /// Installs the global subscriber for the daemon. `RUST_LOG` overrides the default filter.
-/// Returns the sink actually used: journald falls back to stderr when its socket is missing.
-pub fn init_daemon() -> Sink {
+/// Journald falls back to stderr when its socket is missing.
+pub fn init_daemon() {
     // actix logs every worker start at info; that is noise in an audit-oriented journal.
     let filter = || {
         EnvFilter::try_from_default_env()
@@ -41,11 +34,10 @@ pub fn init_daemon() -> Sink {
             tracing_subscriber::registry()
                 .with(layer.with_filter(filter()))
                 .init();
-            return Sink::Journald;
+            return;
         }
     }
     init_stderr(filter());
-    Sink::Stderr
 }
 
 /// Installs a plain stderr subscriber (CLI commands, and the daemon outside systemd).

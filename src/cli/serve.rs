@@ -12,17 +12,13 @@ pub fn run(
     config_path: &Path,
     activated: Result<Vec<(String, Listener)>, ActivationError>,
 ) -> ExitCode {
-    let sink = telemetry::init_daemon();
+    telemetry::init_daemon();
     let config = match server::DaemonConfig::load(config_path) {
         Ok(config) => config,
         Err(err) => {
-            tracing::error!(
-                error = &err as &dyn std::error::Error,
-                "cannot start: invalid configuration"
-            );
-            if sink == telemetry::Sink::Journald {
-                super::report_config_error(&err);
-            }
+            tracing::error!(config = %config_path.display(), "cannot start: invalid configuration");
+            // One problem per line; under systemd stderr is the journal.
+            super::report_config_error(&err);
             notify(&[sd_notify::NotifyState::Status("invalid configuration")]);
             return super::exit(1);
         }
