@@ -117,43 +117,43 @@ def main() -> int:
         [args.bin, "-c", str(work / "daemon.toml"), "serve"], stderr=open(work / "daemon.log", "wb")
     )
     ports = iter(range(28100 + random.randrange(500), 65000))
-    servers = [
-        Server(
-            "ours, embedded",
-            args.python_ours,
-            work / "embedded",
-            next(ports),
-            {"secret": SECRET},
-            homeserver_config.MODULE,
-        ),
-        Server(
-            "ours, daemon",
-            args.python_ours,
-            work / "daemon",
-            next(ports),
-            {"verifier": {"socket": str(sock)}},
-            homeserver_config.MODULE,
-        ),
-        Server(
+    # (name, python, module config, module, extra settings, login type)
+    setups = [
+        ("ours, embedded", args.python_ours, {"secret": SECRET}, homeserver_config.MODULE, None, None),
+        ("ours, daemon", args.python_ours, {"verifier": {"socket": str(sock)}}, homeserver_config.MODULE, None, None),
+        (
             "original module",
             args.python_original,
-            work / "original",
-            next(ports),
             {"jwt": {"secret": SECRET, "algorithm": "HS512"}},
             "synapse_token_authenticator.TokenAuthenticator",
+            None,
+            None,
         ),
-        Server(
+        (
             "Synapse jwt_config",
             args.python_ours,
-            work / "builtin",
-            next(ports),
             None,
             homeserver_config.MODULE,
-            extra={"jwt_config": {"enabled": True, "secret": SECRET, "algorithm": "HS512"}},
-            login_type="org.matrix.login.jwt",
+            {"jwt_config": {"enabled": True, "secret": SECRET, "algorithm": "HS512"}},
+            "org.matrix.login.jwt",
         ),
     ]
+    servers: list[Server] = []
     try:
+        for name, python, module_config, module, extra, login_type in setups:
+            directory = work / name.replace(", ", "-").replace(" ", "-")
+            servers.append(
+                Server(
+                    name,
+                    python,
+                    directory,
+                    next(ports),
+                    module_config,
+                    module,
+                    extra=extra,
+                    login_type=login_type or "com.famedly.login.token",
+                )
+            )
         for s in servers:
             s.wait_ready()
             s.create_user()
@@ -197,8 +197,6 @@ def main() -> int:
             s.stop()
         daemon.terminate()
         daemon.wait(15)
-
-    import synapse  # noqa: F401 - for the version in the report
 
     result = {
         "rounds": args.rounds,
