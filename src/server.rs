@@ -271,7 +271,6 @@ async fn verify(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
         }
     };
     let verifier = shared.verifier.load();
-    let user_id = qualified(&request.user, &request.server_name);
     match verifier.verify(
         &request.token,
         &request.user,
@@ -292,7 +291,7 @@ async fn verify(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
         Err(rejection) => {
             tracing::info!(
                 target: "synapse_token_auth::audit",
-                user_id = %user_id,
+                user_id = %qualified(&request.user, &request.server_name),
                 result = "rejected",
                 reason = rejection.reason.as_str(),
                 alg = %printable(rejection.alg.as_deref().unwrap_or("")),

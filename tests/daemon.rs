@@ -22,12 +22,7 @@ fn daemon_serves_inherited_unix_and_tcp_sockets_and_notifies() {
     assert!(seen.concat().contains("STATUS=verifying on"), "{seen:?}");
 
     let token = hs512(&live_claims("alice"));
-    let over_unix = unix_request(
-        &unix_path,
-        "POST",
-        "/v1/verify",
-        &verify_body(&token, "alice"),
-    );
+    let over_unix = verify_over_unix(&unix_path, &token, "alice");
     assert_eq!(over_unix.status, 200, "{over_unix:?}");
     assert_eq!(over_unix.json()["user_id"], "@alice:example.org");
     let over_tcp = tcp_request(
@@ -124,12 +119,7 @@ fn daemon_reloads_on_sighup_and_keeps_old_config_when_new_one_is_broken() {
     scratch.wait_for("READY=1");
     let token = hs512(&live_claims("alice"));
     let may_register = || {
-        let r = unix_request(
-            &unix_path,
-            "POST",
-            "/v1/verify",
-            &verify_body(&token, "alice"),
-        );
+        let r = verify_over_unix(&unix_path, &token, "alice");
         assert_eq!(r.status, 200, "{r:?}");
         r.json()["may_register"].clone()
     };
@@ -172,12 +162,7 @@ fn daemon_binds_configured_unix_socket_with_mode_when_not_activated() {
         &std::fs::metadata(&socket).expect("socket").permissions(),
     );
     assert_eq!(mode & 0o777, 0o600);
-    let r = unix_request(
-        &socket,
-        "POST",
-        "/v1/verify",
-        &verify_body(&hs512(&live_claims("alice")), "alice"),
-    );
+    let r = verify_over_unix(&socket, &hs512(&live_claims("alice")), "alice");
     assert_eq!(r.status, 200);
     daemon.signal(libc::SIGINT);
     assert_eq!(daemon.wait_exit(), Some(0));
@@ -253,12 +238,7 @@ fn daemon_starts_under_systemd_socket_activate_on_first_connection() {
         .expect("timeout");
 
     let token = hs512(&live_claims("alice"));
-    let r = unix_request(
-        &unix_path,
-        "POST",
-        "/v1/verify",
-        &verify_body(&token, "alice"),
-    );
+    let r = verify_over_unix(&unix_path, &token, "alice");
     assert_eq!(r.status, 200, "{r:?}\n{}", scratch.stderr());
     scratch.wait_for("READY=1");
     let addr = format!("127.0.0.1:{port}").parse().expect("addr");

@@ -113,14 +113,8 @@ fn daemon_logs_audit_fields_to_journald() {
 
     let token = hs512(&live_claims("alice"));
     let expired = hs512(&serde_json::json!({ "sub": "bob", "exp": 1_000_000_000 }));
-    assert_eq!(
-        unix_request(&socket, "POST", "/v1/verify", &verify_body(&token, "alice")).status,
-        200
-    );
-    assert_eq!(
-        unix_request(&socket, "POST", "/v1/verify", &verify_body(&expired, "bob")).status,
-        403
-    );
+    assert_eq!(verify_over_unix(&socket, &token, "alice").status, 200);
+    assert_eq!(verify_over_unix(&socket, &expired, "bob").status, 403);
     receive(&mut records);
     receive(&mut records);
     daemon.signal(libc::SIGTERM);

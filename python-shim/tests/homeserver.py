@@ -31,6 +31,16 @@ def wait_until(predicate, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
+def stop(process: subprocess.Popen | None, timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
+    if process and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 class Daemon:
     """The verifier daemon, socket-activated by systemd-socket-activate on a unix socket and,
     when `tcp` is set, also on a TCP port of 127.0.0.1."""
@@ -68,12 +78,7 @@ class Daemon:
             self.process.wait(10)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop(self.process, 10)
 
 
 class Homeserver:
@@ -112,12 +117,7 @@ class Homeserver:
         wait_until(up, 60, "Synapse to answer /versions")
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop(self.process, 20)
 
     def log_text(self) -> str:
         return self.log.read_text() if self.log.exists() else ""

@@ -262,6 +262,11 @@ pub fn tcp_request(addr: std::net::SocketAddr, method: &str, uri: &str, body: &[
     request(stream, method, uri, body)
 }
 
+/// `POST /v1/verify` over the unix socket at `path`, for `token` and login user `user`.
+pub fn verify_over_unix(path: &Path, token: &str, user: &str) -> Response {
+    unix_request(path, "POST", "/v1/verify", &verify_body(token, user))
+}
+
 /// The JSON body of a verify request.
 pub fn verify_body(token: &str, user: &str) -> Vec<u8> {
     serde_json::json!({ "token": token, "user": user, "server_name": super::SERVER })
