@@ -16,7 +16,7 @@ use std::{
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
-use crate::keys::{KeySource, VerificationKey};
+use crate::keys::{KeySource, KeyType, VerificationKey};
 
 /// Default accepted algorithm, as in the original module.
 pub const DEFAULT_ALGORITHM: Algorithm = Algorithm::HS512;
@@ -518,10 +518,14 @@ fn parse_algorithms(r: &mut Reader<'_>) -> Option<Vec<Algorithm>> {
             r.problem("algorithm", "`none` (unsigned tokens) is never accepted");
             return None;
         }
-        match name.parse::<Algorithm>() {
-            Ok(alg) if !algorithms.contains(&alg) => algorithms.push(alg),
-            Ok(_) => {}
-            Err(_) => {
+        let supported = name
+            .parse::<Algorithm>()
+            .ok()
+            .filter(|alg| KeyType::for_algorithm(*alg).is_some());
+        match supported {
+            Some(alg) if !algorithms.contains(&alg) => algorithms.push(alg),
+            Some(_) => {}
+            None => {
                 r.problem(
                     "algorithm",
                     format!(

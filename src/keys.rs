@@ -79,11 +79,12 @@ impl KeySource {
     pub fn encoding_key(&self, algorithm: Algorithm) -> Result<EncodingKey, KeyError> {
         let bytes = self.read()?;
         let key = match KeyType::for_algorithm(algorithm) {
-            KeyType::Hmac if self.is_secret() => return Ok(EncodingKey::from_secret(&bytes)),
-            KeyType::Hmac => return Err(KeyError::NotASecret { algorithm }),
-            KeyType::Rsa => EncodingKey::from_rsa_pem(&bytes),
-            KeyType::P256 | KeyType::P384 => EncodingKey::from_ec_pem(&bytes),
-            KeyType::Ed25519 => EncodingKey::from_ed_pem(&bytes),
+            Some(KeyType::Hmac) if self.is_secret() => return Ok(EncodingKey::from_secret(&bytes)),
+            Some(KeyType::Hmac) => return Err(KeyError::NotASecret { algorithm }),
+            Some(KeyType::Rsa) => EncodingKey::from_rsa_pem(&bytes),
+            Some(KeyType::P256 | KeyType::P384) => EncodingKey::from_ec_pem(&bytes),
+            Some(KeyType::Ed25519) => EncodingKey::from_ed_pem(&bytes),
+            None => return Err(KeyError::UnsupportedAlgorithm { algorithm }),
         };
         key.map_err(|_| KeyError::NoPrivateKey { algorithm })
     }
@@ -143,6 +144,8 @@ pub enum KeyError {
     NoCredentials { name: String },
     #[error("`{name}` is not a valid credential name")]
     CredentialName { name: String },
+    #[error("algorithm {algorithm:?} is not supported")]
+    UnsupportedAlgorithm { algorithm: Algorithm },
     #[error("the secret is empty")]
     EmptySecret,
     #[error(
@@ -211,10 +214,12 @@ impl fmt::Display for KeyType {
 }
 
 impl KeyType {
-    /// The kind of key an algorithm needs.
+    /// The kind of key an algorithm needs; `None` for an algorithm this project does not support
+    /// (jsonwebtoken's list may grow), so that no key ever fits it.
     #[must_use]
-    pub fn for_algorithm(algorithm: Algorithm) -> Self {
-        match algorithm {
+    pub fn for_algorithm(algorithm: Algorithm) -> Option<Self> {
+        Some(match algorithm {
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => Self::Hmac,
             Algorithm::RS256
             | Algorithm::RS384
             | Algorithm::RS512
@@ -224,10 +229,8 @@ impl KeyType {
             Algorithm::ES256 => Self::P256,
             Algorithm::ES384 => Self::P384,
             Algorithm::EdDSA => Self::Ed25519,
-            // HS256/384/512, and any algorithm a later jsonwebtoken adds: it can only ever be
-            // checked against what a key of that type accepts, so unknown means "no fit".
-            _ => Self::Hmac,
-        }
+            _ => return None,
+        })
     }
 }
 
@@ -257,7 +260,7 @@ impl VerificationKey {
         let key = if source.is_secret() {
             if let Some(&algorithm) = algorithms
                 .iter()
-                .find(|&&a| KeyType::for_algorithm(a) != KeyType::Hmac)
+                .find(|&&a| KeyType::for_algorithm(a) != Some(KeyType::Hmac))
             {
                 return Err(KeyError::NotAKeyFile { algorithm });
             }
@@ -405,7 +408,8 @@ impl VerificationKey {
 
     /// Binds the key to `algorithm`: the type must fit, and the key must parse for it.
     fn check(&self, algorithm: Algorithm) -> Result<(), KeyError> {
-        let needed = KeyType::for_algorithm(algorithm);
+        let needed = KeyType::for_algorithm(algorithm)
+            .ok_or(KeyError::UnsupportedAlgorithm { algorithm })?;
         if needed != self.key_type {
             return Err(KeyError::AlgorithmMismatch {
                 key_type: self.key_type,
