@@ -103,7 +103,8 @@ class DaemonClient:
         d = agent.request(b"POST", self._url, _HEADERS, _BytesProducer(body))
 
         def read(response: Any) -> defer.Deferred:
-            if response.length is not None and response.length != -1 and (response.length > MAX_RESPONSE_BYTES):
+            # `length` is an int, or Twisted's UNKNOWN_LENGTH marker for a chunked answer.
+            if isinstance(response.length, int) and response.length > MAX_RESPONSE_BYTES:
                 response.deliverBody(_Discard())
                 raise DaemonUnavailableError("daemon_error", f"answer of {response.length} bytes")
             return readBody(response).addCallback(lambda payload: (response.code, payload))
