@@ -166,3 +166,20 @@ pub fn notify_reloading() {
 pub fn notify_stopping() {
     notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
 }
+
+/// Unblocks the signals the daemon is controlled with. systemd starts services with an empty
+/// signal mask, but other supervisors and shells may exec us with SIGTERM or SIGHUP blocked, which
+/// would leave a daemon that ignores `stop` and `reload`. Call before any thread is spawned:
+/// threads inherit the mask.
+pub fn unblock_control_signals() {
+    // SAFETY: sigemptyset/sigaddset fill a set we own; pthread_sigmask only changes this thread's
+    // mask, and no other thread exists yet.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signal in [libc::SIGHUP, libc::SIGINT, libc::SIGTERM] {
+            libc::sigaddset(&mut set, signal);
+        }
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+}

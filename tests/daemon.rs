@@ -169,6 +169,37 @@ fn daemon_binds_configured_unix_socket_with_mode_when_not_activated() {
 }
 
 #[test]
+fn daemon_stops_on_sigterm_even_when_started_with_it_blocked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("v.sock");
+    let scratch = Scratch::new(&format!(
+        "secret = \"{SECRET}\"\n[server]\nlisten = [\"unix:{}\"]\nworkers = 1\n",
+        socket.display()
+    ));
+    let mut command = scratch.configured_command();
+    // SAFETY: only sigemptyset/sigaddset/sigprocmask, async-signal-safe, between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGHUP);
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let mut daemon = Daemon {
+        child: command.spawn().expect("spawn daemon"),
+    };
+    scratch.wait_for("READY=1");
+    daemon.signal(libc::SIGHUP);
+    scratch.wait_for("RELOADING=1");
+    scratch.wait_for("READY=1");
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit(), Some(0), "{}", scratch.stderr());
+}
+
+#[test]
 fn daemon_refuses_to_start_with_invalid_config() {
     let scratch = Scratch::new("secret = \"short\"\n[server]\nworkers = 0\n");
     let mut daemon = scratch.spawn_configured();

@@ -4,7 +4,7 @@ use std::{path::Path, process::ExitCode};
 
 use synapse_token_auth::{
     server,
-    systemd::{ActivationError, Listener, notify},
+    systemd::{self, ActivationError, Listener, notify},
     telemetry,
 };
 
@@ -12,6 +12,7 @@ pub fn run(
     config_path: &Path,
     activated: Result<Vec<(String, Listener)>, ActivationError>,
 ) -> ExitCode {
+    systemd::unblock_control_signals();
     telemetry::init_daemon();
     let config = match server::DaemonConfig::load(config_path) {
         Ok(config) => config,

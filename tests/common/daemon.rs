@@ -98,6 +98,8 @@ impl Scratch {
             .env("LISTEN_FDNAMES", names.join(":"))
             .env("NOTIFY_SOCKET", self.path("notify"))
             .env_remove("JOURNAL_STREAM")
+            // The tests read the daemon's log; a RUST_LOG from the caller would change it.
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(self.stderr_file());
@@ -126,18 +128,26 @@ impl Scratch {
 
     /// Starts the daemon on the addresses of its configuration file.
     pub fn spawn_configured(&self) -> Daemon {
-        let child = Command::new(BIN)
+        Daemon {
+            child: self.configured_command().spawn().expect("spawn daemon"),
+        }
+    }
+
+    /// The command that [`Scratch::spawn_configured`] runs, for tests that change how it starts.
+    pub fn configured_command(&self) -> Command {
+        let mut command = Command::new(BIN);
+        command
             .args(["serve", "--config"])
             .arg(self.config())
             .env("NOTIFY_SOCKET", self.path("notify"))
             .env_remove("LISTEN_FDS")
             .env_remove("JOURNAL_STREAM")
+            // The tests read the daemon's log; a RUST_LOG from the caller would change it.
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(self.stderr_file())
-            .spawn()
-            .expect("spawn daemon");
-        Daemon { child }
+            .stderr(self.stderr_file());
+        command
     }
 }
 
@@ -151,7 +161,20 @@ impl Daemon {
         self.child.id() as i32
     }
 
+    /// Sends `signal` once the daemon has a handler for it (bit set in `SigCgt` of
+    /// /proc/PID/status): a signal that arrives before the handler is installed would take its
+    /// default action, and the test would be testing start-up timing instead of the daemon.
     pub fn signal(&self, signal: i32) {
+        let bit = 1u64 << (signal - 1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.signal_mask("SigCgt") & bit == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "daemon installed no handler for signal {signal} within 10 s\n{}",
+                self.diagnostics()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
         // SAFETY: kill(2) on our own child's pid.
         assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0, "kill");
     }
@@ -165,7 +188,42 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("daemon did not exit within 10 s");
+        panic!("daemon did not exit within 10 s\n{}", self.diagnostics());
+    }
+
+    /// One of the hexadecimal signal masks of /proc/PID/status (`SigCgt`, `SigBlk`, ...).
+    fn signal_mask(&self, name: &str) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    }
+
+    /// What a hung daemon is doing: its signal state and, per thread, where it sleeps.
+    pub fn diagnostics(&self) -> String {
+        let pid = self.pid();
+        let read = |path: String| std::fs::read_to_string(path).unwrap_or_default();
+        let mut out: String = read(format!("/proc/{pid}/status"))
+            .lines()
+            .filter(|l| l.starts_with("State") || l.starts_with("Sig") || l.starts_with("ShdPnd"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for task in tasks.flatten() {
+                let dir = task.path().display().to_string();
+                out.push_str(&format!(
+                    "thread {} {:?}: wchan {:?}, syscall {:?}\n",
+                    task.file_name().to_string_lossy(),
+                    read(format!("{dir}/comm")).trim(),
+                    read(format!("{dir}/wchan")),
+                    read(format!("{dir}/syscall")).trim(),
+                ));
+            }
+        }
+        out
     }
 }
 
