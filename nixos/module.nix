@@ -32,7 +32,33 @@ let
       { secret_credential = credential; }
     else
       { keyfile_credential = credential; };
-  configFile = format.generate "synapse-token-auth.toml" (cfg.settings // keySetting);
+
+  # Keys trusted beside the main one (a rotation), each its own credential.
+  additionalCredential = i: "jwt-additional-${toString i}";
+  additionalKeySettings = lib.imap0
+    (
+      i: k:
+        (
+          if k.secretFile != null then
+            { secret_credential = additionalCredential i; }
+          else
+            { keyfile_credential = additionalCredential i; }
+        )
+        // { inherit (k) algorithm; }
+        // lib.optionalAttrs (k.keyId != null) { key_id = k.keyId; }
+    )
+    cfg.additionalKeys;
+  additionalLoadCredentials = lib.imap0
+    (
+      i: k: "${additionalCredential i}:${if k.secretFile != null then k.secretFile else k.keyFile}"
+    )
+    cfg.additionalKeys;
+
+  configFile = format.generate "synapse-token-auth.toml" (
+    cfg.settings
+    // keySetting
+    // lib.optionalAttrs (cfg.additionalKeys != [ ]) { additional_keys = additionalKeySettings; }
+  );
 
   keySources = [
     "secret"
@@ -84,6 +110,49 @@ in
         PEM public key, certificate or private key for RS*, PS*, ES* or EdDSA, delivered like
         {option}`services.synapse-token-auth.secretFile`. Set {option}`services.synapse-token-auth.settings.algorithm` to match.
       '';
+    };
+
+    additionalKeys = mkOption {
+      default = [ ];
+      description = ''
+        Keys trusted beside {option}`services.synapse-token-auth.secretFile` or
+        {option}`services.synapse-token-auth.keyFile`, for a key rotation: a token signed with any
+        of them is accepted, and the journal names the key that accepted each login. Each file is
+        delivered like the main key, through `LoadCredential=`.
+      '';
+      example = literalExpression ''
+        [
+          {
+            keyFile = "/run/secrets/idp-2025.pem";
+            algorithm = "RS256";
+            keyId = "2025";
+          }
+        ]
+      '';
+      type = types.listOf (types.submodule {
+        options = {
+          secretFile = mkOption {
+            type = types.nullOr types.str;
+            default = null;
+            description = "File holding an HMAC secret. Exactly one of this and `keyFile`.";
+          };
+          keyFile = mkOption {
+            type = types.nullOr types.str;
+            default = null;
+            description = "PEM public key, certificate or private key.";
+          };
+          algorithm = mkOption {
+            type = types.either types.str (types.listOf types.str);
+            default = "HS512";
+            description = "Algorithm(s) this key verifies; each must fit the key.";
+          };
+          keyId = mkOption {
+            type = types.nullOr types.str;
+            default = null;
+            description = "When set, only tokens whose `kid` header equals it are checked against this key.";
+          };
+        };
+      });
     };
 
     allowRegistration = mkOption {
@@ -197,9 +266,23 @@ in
           '';
         }
         {
-          assertion = !(isStorePath cfg.secretFile || isStorePath cfg.keyFile);
+          assertion = lib.all (k: (k.secretFile != null) != (k.keyFile != null)) cfg.additionalKeys;
+          message = "services.synapse-token-auth.additionalKeys: set exactly one of secretFile and keyFile in each entry.";
+        }
+        {
+          assertion = !(cfg.settings ? additional_keys);
           message = ''
-            services.synapse-token-auth.secretFile/keyFile point into the Nix store, where every
+            services.synapse-token-auth.settings.additional_keys is generated from
+            services.synapse-token-auth.additionalKeys, which keeps the keys out of the Nix store.
+          '';
+        }
+        {
+          assertion = !lib.any isStorePath (
+            [ cfg.secretFile cfg.keyFile ]
+            ++ lib.concatMap (k: [ k.secretFile k.keyFile ]) cfg.additionalKeys
+          );
+          message = ''
+            services.synapse-token-auth.secretFile/keyFile (or those of additionalKeys) point into the Nix store, where every
             user can read them. Give a path outside the store (for example one managed by agenix or sops-nix).
           '';
         }
@@ -235,7 +318,8 @@ in
           LoadCredential = [
             ""
             "${credential}:${if cfg.secretFile != null then cfg.secretFile else cfg.keyFile}"
-          ];
+          ]
+          ++ additionalLoadCredentials;
         };
       };
 

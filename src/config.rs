@@ -11,6 +11,7 @@
 use std::{
     fmt,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use jsonwebtoken::Algorithm;
@@ -34,6 +35,7 @@ const POLICY_KEYS: &[&str] = &[
     "keyfile_credential",
     "key_id",
     "algorithm",
+    "additional_keys",
     "require_expiry",
     "require_expiracy",
     "leeway_seconds",
@@ -56,18 +58,47 @@ const KEY_SOURCES: &[&str] = &[
     "keyfile_credential",
 ];
 
+/// The keys of one `additional_keys` entry: a key source, and what binds the key.
+const KEY_ENTRY_KEYS: &[&str] = &[
+    "secret",
+    "secret_file",
+    "secret_credential",
+    "keyfile",
+    "keyfile_credential",
+    "key_id",
+    "algorithm",
+    "allow_weak_secret",
+];
+
+/// Most `additional_keys` entries: a token without a matching `kid` may be tried against each,
+/// so their number bounds the work a bad token costs.
+pub const MAX_ADDITIONAL_KEYS: usize = 8;
+
 /// Sections of the original module's 0.4+ layout that this project does not implement.
 const UNSUPPORTED_SECTIONS: &[&str] = &["oidc", "oauth", "epa"];
+
+/// A key that may sign login tokens, loaded and bound to the algorithms it verifies.
+#[derive(Debug, Clone)]
+pub struct TrustedKey {
+    /// `primary` for the key at the top of the policy, `additional_keys[N]` for the others:
+    /// logged with every accepted login, so an admin sees when an old key falls out of use.
+    pub name: Arc<str>,
+    /// The key that verifies signatures.
+    pub key: VerificationKey,
+    /// Where the key came from (for `check-config` and `mint`; never the secret itself in output).
+    pub source: KeySource,
+    /// Algorithms this key verifies; all of them match the key's type.
+    pub algorithms: Vec<Algorithm>,
+    /// When set, the token's `kid` header must equal it for this key to be used.
+    pub key_id: Option<String>,
+}
 
 /// The validated policy, with the key material loaded.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The key that verifies signatures, bound to the accepted algorithms.
-    pub key: VerificationKey,
-    /// Where the key came from (for `check-config` and `mint`; never the secret itself in output).
-    pub key_source: KeySource,
-    /// Algorithms accepted in the token header; all of them match the key's type.
-    pub algorithms: Vec<Algorithm>,
+    /// The keys that verify signatures: the primary key first, then `additional_keys` (during a
+    /// key rotation). Never empty.
+    pub keys: Vec<TrustedKey>,
     /// Reject tokens without `exp`.
     pub require_expiry: bool,
     /// Tolerated clock skew for `exp`, `nbf` and `iat`, in seconds.
@@ -86,8 +117,6 @@ pub struct Config {
     pub admin_claim: String,
     /// Whether the display name claim is applied on every login, not only at registration.
     pub update_displayname_on_login: bool,
-    /// Required `kid` header value, when set.
-    pub key_id: Option<String>,
 }
 
 impl Config {
@@ -95,21 +124,13 @@ impl Config {
     /// secret replaced by its length. What `check-config` prints.
     #[must_use]
     pub fn redacted(&self) -> Value {
-        let mut out = Map::new();
-        let key = match &self.key_source {
-            KeySource::Secret(s) => Value::String(format!("<redacted: {} bytes>", s.len())),
-            KeySource::SecretFile(p) | KeySource::Keyfile(p) => p.display().to_string().into(),
-            KeySource::SecretCredential(n) | KeySource::KeyfileCredential(n) => n.clone().into(),
+        let mut keys = self.keys.iter().map(TrustedKey::redacted);
+        let Some(Value::Object(mut out)) = keys.next() else {
+            return Value::Null;
         };
-        out.insert(self.key_source.config_key().into(), key);
-        let algorithms: Vec<Value> = self
-            .algorithms
-            .iter()
-            .map(|a| Value::String(format!("{a:?}")))
-            .collect();
-        out.insert("algorithm".into(), algorithms.into());
-        if let Some(kid) = &self.key_id {
-            out.insert("key_id".into(), kid.clone().into());
+        let additional: Vec<Value> = keys.collect();
+        if !additional.is_empty() {
+            out.insert("additional_keys".into(), additional.into());
         }
         out.insert("require_expiry".into(), self.require_expiry.into());
         out.insert("leeway_seconds".into(), self.leeway_seconds.into());
@@ -128,6 +149,29 @@ impl Config {
             "update_displayname_on_login".into(),
             self.update_displayname_on_login.into(),
         );
+        Value::Object(out)
+    }
+}
+
+impl TrustedKey {
+    /// The key's configuration with the secret replaced by its length.
+    fn redacted(&self) -> Value {
+        let mut out = Map::new();
+        let key = match &self.source {
+            KeySource::Secret(s) => Value::String(format!("<redacted: {} bytes>", s.len())),
+            KeySource::SecretFile(p) | KeySource::Keyfile(p) => p.display().to_string().into(),
+            KeySource::SecretCredential(n) | KeySource::KeyfileCredential(n) => n.clone().into(),
+        };
+        out.insert(self.source.config_key().into(), key);
+        let algorithms: Vec<Value> = self
+            .algorithms
+            .iter()
+            .map(|a| Value::String(format!("{a:?}")))
+            .collect();
+        out.insert("algorithm".into(), algorithms.into());
+        if let Some(kid) = &self.key_id {
+            out.insert("key_id".into(), kid.clone().into());
+        }
         Value::Object(out)
     }
 }
@@ -436,7 +480,8 @@ fn parse_policy(
         r.problem(&key, message);
     }
 
-    let algorithms = parse_algorithms(&mut r);
+    let primary = parse_key(&mut r, "primary");
+    let additional = parse_additional_keys(&mut r);
     let require_expiry = match (r.bool("require_expiry"), r.bool("require_expiracy")) {
         (Some(a), Some(b)) if a != b => {
             r.problem(
@@ -471,24 +516,24 @@ fn parse_policy(
         .non_empty_string("admin_claim")
         .unwrap_or_else(|| "admin".into());
     let update_displayname_on_login = r.bool("update_displayname_on_login").unwrap_or(true);
-    let allow_weak_secret = r.bool("allow_weak_secret").unwrap_or(false);
-    let key_id = r.non_empty_string("key_id");
 
-    let source = parse_key_source(&mut r);
-    let (Some(source), Some(algorithms)) = (source, algorithms) else {
+    let (Some(primary), Some(additional)) = (primary, additional) else {
         return None;
     };
-    let key = match VerificationKey::load(&source, &algorithms, allow_weak_secret) {
-        Ok(key) => key,
-        Err(err) => {
-            r.problem(source.config_key(), err.to_string());
-            return None;
+    let mut keys = vec![primary];
+    keys.extend(additional);
+    for (i, key) in keys.iter().enumerate() {
+        let Some(kid) = &key.key_id else { continue };
+        if let Some(first) = keys[..i].iter().find(|k| k.key_id.as_ref() == Some(kid)) {
+            let entry = key.name.clone();
+            r.problem(
+                &format!("{entry}.key_id"),
+                format!("`{kid}` is already the `key_id` of the {} key", first.name),
+            );
         }
-    };
+    }
     Some(Config {
-        key,
-        key_source: source,
-        algorithms,
+        keys,
         require_expiry,
         leeway_seconds,
         issuer,
@@ -498,8 +543,98 @@ fn parse_policy(
         displayname_claim,
         admin_claim,
         update_displayname_on_login,
-        key_id,
     })
+}
+
+/// One key: its source, algorithms, `key_id` and `allow_weak_secret`, from the reader's map.
+fn parse_key(r: &mut Reader<'_>, name: &str) -> Option<TrustedKey> {
+    let algorithms = parse_algorithms(r);
+    let allow_weak_secret = r.bool("allow_weak_secret").unwrap_or(false);
+    let key_id = r.non_empty_string("key_id");
+    let source = parse_key_source(r);
+    let (Some(source), Some(algorithms)) = (source, algorithms) else {
+        return None;
+    };
+    match VerificationKey::load(&source, &algorithms, allow_weak_secret) {
+        Ok(key) => Some(TrustedKey {
+            name: Arc::from(name),
+            key,
+            source,
+            algorithms,
+            key_id,
+        }),
+        Err(err) => {
+            r.problem(source.config_key(), err.to_string());
+            None
+        }
+    }
+}
+
+/// `additional_keys`: a list of mappings, each one key as at the top level.
+fn parse_additional_keys(r: &mut Reader<'_>) -> Option<Vec<TrustedKey>> {
+    let entries = match r.map.get("additional_keys") {
+        None | Some(Value::Null) => return Some(Vec::new()),
+        Some(Value::Array(entries)) => entries,
+        Some(other) => {
+            let found = kind(other);
+            r.problem(
+                "additional_keys",
+                format!("expected a list of key mappings, found {found}"),
+            );
+            return None;
+        }
+    };
+    if entries.len() > MAX_ADDITIONAL_KEYS {
+        r.problem(
+            "additional_keys",
+            format!(
+                "{} entries is more than the maximum of {MAX_ADDITIONAL_KEYS}",
+                entries.len()
+            ),
+        );
+        return None;
+    }
+    let mut keys = Vec::with_capacity(entries.len());
+    let mut complete = true;
+    for (i, entry) in entries.iter().enumerate() {
+        let name = format!("additional_keys[{i}]");
+        let prefix = format!("{}{name}.", r.prefix);
+        let Value::Object(map) = entry else {
+            r.problem(
+                &name,
+                format!(
+                    "expected a mapping with a key source, found {}",
+                    kind(entry)
+                ),
+            );
+            complete = false;
+            continue;
+        };
+        let mut entry_reader = Reader {
+            map,
+            prefix: &prefix,
+            problems: &mut *r.problems,
+        };
+        let mut unknown: Vec<&String> = map
+            .keys()
+            .filter(|k| !KEY_ENTRY_KEYS.contains(&k.as_str()))
+            .collect();
+        unknown.sort();
+        for key in unknown {
+            entry_reader.problem(
+                key,
+                format!(
+                    "unknown key in an additional key; known keys are {}",
+                    KEY_ENTRY_KEYS.join(", ")
+                ),
+            );
+        }
+        match parse_key(&mut entry_reader, &name) {
+            Some(key) => keys.push(key),
+            None => complete = false,
+        }
+    }
+    complete.then_some(keys)
 }
 
 fn parse_algorithms(r: &mut Reader<'_>) -> Option<Vec<Algorithm>> {
@@ -603,7 +738,7 @@ mod tests {
     fn config_accepts_flat_layout_with_defaults() {
         let doc = parse(json!({ "secret": SECRET64 })).expect("valid");
         let c = doc.policy;
-        assert_eq!(c.algorithms, vec![Algorithm::HS512]);
+        assert_eq!(c.keys[0].algorithms, vec![Algorithm::HS512]);
         assert!(c.require_expiry);
         assert_eq!(c.leeway_seconds, 60);
         assert!(!c.allow_registration);

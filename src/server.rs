@@ -284,6 +284,7 @@ async fn verify(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
                 result = "accepted",
                 alg = %verdict.alg,
                 kid = %printable(verdict.kid.as_deref().unwrap_or("")),
+                key = %verdict.key,
                 "JWT login accepted"
             );
             HttpResponse::Ok().json(verdict)

@@ -4,7 +4,7 @@
 //! shape, header (algorithm allow-list, `crit`, `kid`), signature, then claims. Nothing of the
 //! payload is trusted before the signature has been checked.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::Algorithm;
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::{
-    config::Config,
+    config::{Config, TrustedKey},
     subject::{self, UserError},
 };
 
@@ -158,9 +158,22 @@ pub struct Verdict {
     pub alg: String,
     /// The token's `kid`, if any.
     pub kid: Option<String>,
+    /// The configured key that verified the signature: `primary` or `additional_keys[N]`.
+    #[serde(default)]
+    pub key: Arc<str>,
 }
 
-type Checked = (Header, Algorithm, Map<String, Value>);
+/// A token whose signature verified: its header and algorithm, the still-encoded payload, and the
+/// key that verified it.
+struct Signed<'s, 't> {
+    header: Header,
+    alg: Algorithm,
+    payload_b64: &'t str,
+    key: &'s TrustedKey,
+}
+
+/// Why a token failed, with its header when that could be read (for the audit log).
+type Failed = (RejectReason, Option<Header>);
 
 #[derive(Deserialize)]
 struct Header {
@@ -200,13 +213,17 @@ impl Verifier {
         server_name: &str,
         now: u64,
     ) -> Result<Verdict, Rejection> {
-        let (header, alg, claims) = self.check_token(token).map_err(|(reason, header)| {
+        let (signed, claims) = self.check_token(token).map_err(|(reason, header)| {
             let (alg, kid) = header.map_or((None, None), |h| (Some(h.alg), h.kid));
             Rejection { reason, alg, kid }
         })?;
+        let Signed {
+            header, alg, key, ..
+        } = signed;
         match self.check_claims(alg, &claims, identifier_user, server_name, now) {
             Ok(verdict) => Ok(Verdict {
                 kid: header.kid,
+                key: Arc::clone(&key.name),
                 ..verdict
             }),
             Err(reason) => Err(Rejection {
@@ -217,33 +234,33 @@ impl Verifier {
         }
     }
 
-    /// Shape, header and signature. Returns the header, algorithm and the verified claims.
-    fn check_token(&self, token: &str) -> Result<Checked, (RejectReason, Option<Header>)> {
-        let (header, alg, payload_b64) = self.check_signature(token)?;
+    /// Shape, header and signature, then the payload as a JSON object of claims.
+    fn check_token<'t>(
+        &self,
+        token: &'t str,
+    ) -> Result<(Signed<'_, 't>, Map<String, Value>), Failed> {
+        let signed = self.check_signature(token)?;
         let claims = URL_SAFE_NO_PAD
-            .decode(payload_b64)
+            .decode(signed.payload_b64)
             .ok()
             .and_then(|payload| serde_json::from_slice::<Value>(&payload).ok());
         match claims {
-            Some(Value::Object(claims)) => Ok((header, alg, claims)),
-            _ => Err((RejectReason::MalformedToken, Some(header))),
+            Some(Value::Object(claims)) => Ok((signed, claims)),
+            _ => Err((RejectReason::MalformedToken, Some(signed.header))),
         }
     }
 
     /// Checks only shape, header and signature, as a JWS: the payload need not be JWT claims.
     /// Conformance tests (Wycheproof JWS vectors) use this; logins use [`Self::verify`].
     pub fn verify_signature(&self, token: &str) -> Result<(), RejectReason> {
-        let (_, _, payload_b64) = self.check_signature(token).map_err(|(reason, _)| reason)?;
+        let signed = self.check_signature(token).map_err(|(reason, _)| reason)?;
         URL_SAFE_NO_PAD
-            .decode(payload_b64)
+            .decode(signed.payload_b64)
             .map(drop)
             .map_err(|_| RejectReason::MalformedToken)
     }
 
-    fn check_signature<'t>(
-        &self,
-        token: &'t str,
-    ) -> Result<(Header, Algorithm, &'t str), (RejectReason, Option<Header>)> {
+    fn check_signature<'t>(&self, token: &'t str) -> Result<Signed<'_, 't>, Failed> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err((RejectReason::TokenTooLarge, None));
         }
@@ -260,31 +277,57 @@ impl Verifier {
         let header: Header = serde_json::from_slice(&header_json).map_err(|_| malformed())?;
 
         // Exactly the configured algorithms; `none` and unknown names never parse into one.
+        let keys = &self.config.keys;
         let Some(alg) = header
             .alg
             .parse::<Algorithm>()
             .ok()
-            .filter(|alg| self.config.algorithms.contains(alg))
+            .filter(|alg| keys.iter().any(|k| k.algorithms.contains(alg)))
         else {
             return Err((RejectReason::AlgorithmNotAllowed, Some(header)));
         };
         if header.crit.is_some() {
             return Err((RejectReason::UnsupportedHeader, Some(header)));
         }
-        if let Some(expected) = &self.config.key_id {
-            if header.kid.as_deref() != Some(expected.as_str()) {
-                return Err((RejectReason::UnknownKeyId, Some(header)));
-            }
-        }
+
+        // The keys this token may be signed with: bound to its algorithm, and to its `kid` when
+        // a key carries one. A `kid` naming a key selects that key alone.
+        let kid = header.kid.as_deref();
+        let named = keys
+            .iter()
+            .any(|k| kid.is_some() && k.key_id.as_deref() == kid);
+        let mut candidates = keys.iter().filter(|k| {
+            k.algorithms.contains(&alg)
+                && match k.key_id.as_deref() {
+                    Some(key_id) => Some(key_id) == kid,
+                    None => !named,
+                }
+        });
+        let Some(first) = candidates.next() else {
+            return Err((RejectReason::UnknownKeyId, Some(header)));
+        };
 
         let message_len = header_b64.len() + 1 + payload_b64.len();
         let signed = &token.as_bytes()[..message_len];
         // HMACs are compared by aws-lc's hmac::verify, in constant time.
-        match jsonwebtoken::crypto::verify(signature_b64, signed, &self.config.key.decoding, alg) {
-            Ok(true) => {}
-            Ok(false) | Err(_) => return Err((RejectReason::BadSignature, Some(header))),
-        }
-        Ok((header, alg, payload_b64))
+        let verifies = |key: &TrustedKey| {
+            matches!(
+                jsonwebtoken::crypto::verify(signature_b64, signed, &key.key.decoding, alg),
+                Ok(true)
+            )
+        };
+        let Some(key) = std::iter::once(first)
+            .chain(candidates)
+            .find(|key| verifies(key))
+        else {
+            return Err((RejectReason::BadSignature, Some(header)));
+        };
+        Ok(Signed {
+            header,
+            alg,
+            payload_b64,
+            key,
+        })
     }
 
     fn check_claims(
@@ -360,6 +403,7 @@ impl Verifier {
             update_displayname_on_login: c.update_displayname_on_login,
             alg: format!("{alg:?}"),
             kid: None,
+            key: Arc::from(""),
         })
     }
 }

@@ -166,6 +166,40 @@ fn cli_mint_then_verify_roundtrip_and_exit_codes() {
 }
 
 #[test]
+fn cli_mint_with_kid_of_an_additional_key_signs_with_that_key() {
+    let old = "old-cli-secret-0123456789abcdef0123456789abcdef0123456789abcdef01";
+    let (_dir, path) = config_file(&format!(
+        "secret = \"{SECRET}\"\nkey_id = \"new\"\n\
+         [[additional_keys]]\nsecret = \"{old}\"\nkey_id = \"old\"\n"
+    ));
+    for (kid, key) in [("new", "primary"), ("old", "additional_keys[0]")] {
+        let out = run(&["-c", &path, "mint", "--sub", "alice", "--kid", kid]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let token = text(&out.stdout).trim().to_owned();
+        let out = verify(&path, &token, "alice", &[]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let verdict: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(verdict["kid"], kid);
+        assert_eq!(verdict["key"], key);
+    }
+    // Without --kid: the primary key and its key_id.
+    let out = run(&["-c", &path, "mint", "--sub", "alice"]);
+    let token = text(&out.stdout).trim().to_owned();
+    let verdict: serde_json::Value =
+        serde_json::from_slice(&verify(&path, &token, "alice", &[]).stdout).expect("json");
+    assert_eq!(verdict["key"], "primary");
+    assert_eq!(verdict["kid"], "new");
+    // check-config shows both keys, neither secret.
+    let out = run(&["check-config", &path]);
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("additional_keys") && shown.contains("\"old\""),
+        "{shown}"
+    );
+    assert!(!shown.contains(old) && !shown.contains(SECRET), "{shown}");
+}
+
+#[test]
 fn cli_mint_with_private_key_for_asymmetric_config() {
     let pub_key = key_path("p256.pub").display().to_string();
     let (_dir, path) = config_file(&format!(

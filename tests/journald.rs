@@ -142,6 +142,7 @@ fn daemon_logs_audit_fields_to_journald() {
         ("RESULT", "accepted"),
         ("ALG", "HS512"),
         ("KID", ""),
+        ("KEY", "primary"),
         ("PRIORITY", "6"),
         ("SYSLOG_IDENTIFIER", "synapse-token-auth"),
     ] {

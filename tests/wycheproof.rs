@@ -59,8 +59,9 @@ fn verifier_for(jwk_json: &Value) -> Option<Verifier> {
     let mut config = common::verifier(json!({ "allow_weak_secret": true }))
         .config()
         .clone();
-    config.key = key;
-    config.algorithms = vec![alg];
+    let primary = &mut config.keys[0];
+    primary.key = key;
+    primary.algorithms = vec![alg];
     Some(Verifier::new(config))
 }
 

@@ -117,6 +117,21 @@ let
     };
   };
 
+  rotation = evaluate {
+    services.synapse-token-auth = {
+      enable = true;
+      secretFile = "/run/secrets/jwt";
+      additionalKeys = [
+        { secretFile = "/run/secrets/jwt-old"; }
+        {
+          keyFile = "/run/secrets/idp.pem";
+          algorithm = "RS256";
+          keyId = "idp";
+        }
+      ];
+    };
+  };
+
   checks = {
     "no assertion fails for a good configuration" = failedAssertions base == [ ];
     "the packaged units are used" = base.systemd.packages == [ pkgs.synapse-token-auth ];
@@ -202,6 +217,51 @@ let
           keyFile = "/run/b";
         };
       }));
+    "additional keys become credentials and additional_keys entries naming them" =
+      rotation.systemd.services.synapse-token-auth.serviceConfig.LoadCredential == [
+        ""
+        "jwt-secret:/run/secrets/jwt"
+        "jwt-additional-0:/run/secrets/jwt-old"
+        "jwt-additional-1:/run/secrets/idp.pem"
+      ]
+      && lib.elemAt rotation.systemd.services.synapse-token-auth.serviceConfig.ExecStart 1
+      == "/nix/store/00000000000000000000000000000000-synapse-token-auth/bin/synapse-token-auth --config ${
+        storePathFor "synapse-token-auth.toml" (
+          rotation.services.synapse-token-auth.settings
+          // {
+            secret_credential = "jwt-secret";
+            additional_keys = [
+              {
+                secret_credential = "jwt-additional-0";
+                algorithm = "HS512";
+              }
+              {
+                keyfile_credential = "jwt-additional-1";
+                algorithm = "RS256";
+                key_id = "idp";
+              }
+            ];
+          }
+        )
+      } serve"
+      && failedAssertions rotation == [ ];
+    "an additional key needs exactly one file, outside the store, and not in settings" =
+      let
+        messages = failedAssertions (evaluate {
+          services.synapse-token-auth = {
+            enable = true;
+            secretFile = "/run/secrets/jwt";
+            additionalKeys = [
+              { }
+              { keyFile = "/nix/store/00000000000000000000000000000000-old.pem"; }
+            ];
+            settings.additional_keys = [ ];
+          };
+        });
+      in
+      lib.any (lib.hasInfix "exactly one of secretFile and keyFile in each entry") messages
+      && lib.any (lib.hasInfix "point into the Nix store") messages
+      && lib.any (lib.hasInfix "generated from") messages;
     "disabled means no units at all" =
       (evaluate { services.synapse-token-auth.secretFile = "/run/a"; }).systemd.services == { };
   };

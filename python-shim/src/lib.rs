@@ -33,7 +33,11 @@ impl PyVerifier {
             .map_err(|e| PyValueError::new_err(format!("config is not JSON: {e}")))?;
         let document = Document::from_value(value, &[], Origin::Other(ORIGIN.to_owned()))
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        let release_gil = document.policy.key.key_type() != KeyType::Hmac;
+        let release_gil = document
+            .policy
+            .keys
+            .iter()
+            .any(|k| k.key.key_type() != KeyType::Hmac);
         Ok(Self {
             inner: Verifier::new(document.policy),
             release_gil,
@@ -43,7 +47,7 @@ impl PyVerifier {
     /// Verifies `token` for a login as `user` on `server_name` at `now` (default: the clock).
     ///
     /// Returns `{"result": "accepted", "user_id", "localpart", "may_register", "admin",
-    /// "displayname", "update_displayname_on_login", "alg", "kid"}` or
+    /// "displayname", "update_displayname_on_login", "alg", "kid", "key"}` or
     /// `{"result": "rejected", "reason", "alg", "kid"}`. Never raises for a bad token.
     #[pyo3(signature = (token, user, server_name, now = None))]
     fn verify<'py>(
@@ -73,6 +77,7 @@ impl PyVerifier {
                 out.set_item("update_displayname_on_login", v.update_displayname_on_login)?;
                 out.set_item("alg", v.alg)?;
                 out.set_item("kid", v.kid)?;
+                out.set_item("key", &*v.key)?;
             }
             Err(r) => {
                 out.set_item("result", intern(py, "rejected"))?;

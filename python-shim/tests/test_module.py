@@ -199,6 +199,28 @@ def test_module_verifies_asymmetric_tokens():
     assert login(module, "alice", token(claims("alice"), alg="ES256")) == ("@alice:test.local", None)
 
 
+def test_module_accepts_additional_keys_during_rotation_and_logs_which_key(caplog):
+    caplog.set_level(logging.INFO)
+    old = "old-secret-for-rotation-0123456789abcdef0123456789abcdef0123456789"
+    api = make_api({"@alice:test.local": "@alice:test.local"})
+    module = make_module(api, additional_keys=[{"secret": old, "key_id": "2025"}])
+    assert login(module, "alice", token(claims("alice"))) == ("@alice:test.local", None)
+    assert login(module, "alice", token(claims("alice"), secret=old, header={"kid": "2025"})) == (
+        "@alice:test.local",
+        None,
+    )
+    accepted = [r.getMessage() for r in caplog.records if "JWT login accepted" in r.getMessage()]
+    assert "key=primary" in accepted[0] and "kid=2025 key=additional_keys[0]" in accepted[1], accepted
+    # The old key is bound to its kid: without it, only the primary key is tried.
+    assert login(module, "alice", token(claims("alice"), secret=old)) is None
+    assert_rejected(caplog, "bad_signature", "@alice:test.local")
+
+
+def test_module_config_error_names_the_additional_key():
+    with pytest.raises(Exception, match=r"additional_keys\[0\]\.secret"):
+        TokenAuthenticator.parse_config({"secret": SECRET, "additional_keys": [{"secret": "short"}]})
+
+
 def test_module_ignores_other_login_types_and_missing_token(caplog):
     caplog.set_level(logging.INFO)
     api = make_api()

@@ -104,6 +104,10 @@ def test_existing_user_logs_in_and_gets_the_canonical_id(hs, user):
     assert status == 200, body
     assert body["user_id"] == "@existing:test.local"
     assert body["access_token"].startswith("syt_")
+    # In both modes the log names the key that verified the token.
+    wait_until(
+        lambda: "JWT login accepted for @existing:test.local (alg=HS512 kid= key=primary)" in hs.log_text(), 5, "log"
+    )
 
 
 def _bad_tokens():

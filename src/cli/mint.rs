@@ -27,7 +27,8 @@ pub struct Options {
     /// Algorithm; default: the first configured one.
     #[arg(long, value_parser = parse_alg)]
     alg: Option<Algorithm>,
-    /// `kid` header value; default: the configured `key_id`, if any.
+    /// `kid` header value; default: the configured `key_id`, if any. Naming the `key_id` of one
+    /// of `additional_keys` signs with that key.
     #[arg(long)]
     kid: Option<String>,
 }
@@ -108,17 +109,24 @@ fn signing_key(
     }
     let daemon = super::load_config(config).map_err(|()| super::exit(2))?;
     let policy = &daemon.document.policy;
+    // `--kid` naming an additional key signs with that key: how to try a rotation end to end.
+    let trusted = policy
+        .keys
+        .iter()
+        .find(|k| options.kid.is_some() && k.key_id == options.kid)
+        .or(policy.keys.first())
+        .ok_or_else(|| super::exit(2))?;
     let alg = options
         .alg
-        .or(policy.algorithms.first().copied())
+        .or(trusted.algorithms.first().copied())
         .unwrap_or(Algorithm::HS512);
-    let key = policy.key_source.encoding_key(alg).map_err(|err| {
-        eprintln!("error: `{}`: {err}", policy.key_source.config_key());
+    let key = trusted.source.encoding_key(alg).map_err(|err| {
+        eprintln!("error: `{}`: {err}", trusted.source.config_key());
         super::exit(2)
     })?;
     Ok((
         key,
         alg,
-        options.kid.clone().or_else(|| policy.key_id.clone()),
+        options.kid.clone().or_else(|| trusted.key_id.clone()),
     ))
 }

@@ -62,9 +62,11 @@ fn explain(reason: synapse_token_auth::RejectReason) -> &'static str {
         R::TokenTooLarge => "the token is longer than 8 KiB",
         R::AlgorithmNotAllowed => "the header's `alg` is not in the configured `algorithm` list",
         R::UnsupportedHeader => "the header has `crit`; no JWS extensions are supported",
-        R::UnknownKeyId => "the header's `kid` does not match the configured `key_id`",
+        R::UnknownKeyId => {
+            "the header's `kid` matches the `key_id` of no key that accepts the token's `alg`"
+        }
         R::BadSignature => {
-            "the signature does not verify with the configured key: wrong key or modified token"
+            "the signature verifies with no configured key: wrong key or modified token"
         }
         R::MalformedClaim => "`exp`, `nbf` or `iat` is not a number",
         R::MissingExpiry => "no `exp` claim, and `require_expiry` is on",

@@ -104,10 +104,11 @@ class TokenAuthenticator:
             await self._api.set_displayname(UserID.from_string(canonical), displayname)
 
         logger.info(
-            "JWT login accepted for %s (alg=%s kid=%s%s)",
+            "JWT login accepted for %s (alg=%s kid=%s key=%s%s)",
             canonical,
             verdict.get("alg"),
-            verdict.get("kid") or "",
+            _printable(verdict.get("kid") or ""),
+            _printable(verdict.get("key") or ""),
             ", registered" if registered else "",
         )
         return canonical, None
