@@ -14,6 +14,7 @@ import atexit
 import concurrent.futures
 import json
 import re
+import secrets
 import socket
 import subprocess
 import sys
@@ -316,6 +317,42 @@ def _restart():
         raise StepFailedError(f"{len(failed)} of {len(outcomes)} logins failed: {sorted(set(failed))}; {why.stdout}")
     check(bool(outcomes), "no logins were made")
     return f"{len(outcomes)} logins, all 200; MainPID {before} -> {after}"
+
+
+@step("key rotation: a second credential, old and new keys both log in, then the old one is dropped")
+def _rotation():
+    new_secret = secrets.token_urlsafe(48)
+    c.sh(
+        f"umask 077 && printf '%s' '{new_secret}' > /etc/synapse-token-auth/jwt-secret-next && "
+        "mkdir -p /etc/systemd/system/synapse-token-auth.service.d && "
+        "printf '[Service]\\nLoadCredential=jwt-secret-next:/etc/synapse-token-auth/jwt-secret-next\\n' "
+        "> /etc/systemd/system/synapse-token-auth.service.d/rotation.conf && "
+        "cp /etc/synapse-token-auth/config.toml /root/before-rotation.toml && "
+        "printf '[[additional_keys]]\\nsecret_credential = \"jwt-secret-next\"\\n' >> /etc/synapse-token-auth/config.toml"
+    )
+    # Credentials are copied when the service starts, so a new one needs a restart, not a reload;
+    # the socket keeps logins waiting meanwhile.
+    c.run("systemctl", "daemon-reload")
+    c.run("systemctl", "restart", "synapse-token-auth.service")
+    for secret, key in ((SECRET, "primary"), (new_secret, "additional_keys[0]")):
+        status, body = login("alice", jwt("alice", secret=secret))
+        check(status == 200, f"{key}: {status} {body}")
+    out = c.run("journalctl", "-u", "synapse-token-auth.service", "-o", "json", "--no-pager").stdout
+    keys = {json.loads(line).get("KEY") for line in out.splitlines() if '"JWT login accepted"' in line}
+    check({"primary", "additional_keys[0]"} <= keys, f"KEY fields in the journal: {keys}")
+    check(new_secret not in out, "the new secret is in the journal")
+
+    # The identity provider has switched: the new key becomes the only one.
+    c.sh(
+        "sed -e 's/^secret_credential = .*/secret_credential = \"jwt-secret-next\"/' "
+        "/root/before-rotation.toml > /etc/synapse-token-auth/config.toml"
+    )
+    c.run("systemctl", "reload", "synapse-token-auth.service")
+    status, body = login("alice", jwt("alice", secret=SECRET))
+    check(status == 403, f"old key still accepted: {status} {body}")
+    status, body = login("alice", jwt("alice", secret=new_secret))
+    check(status == 200, f"new key refused: {status} {body}")
+    return "both keys accepted during the rotation, KEY in the journal; old key refused after it"
 
 
 @step("`systemctl stop` is clean")
