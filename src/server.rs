@@ -364,6 +364,8 @@ pub async fn run(
     let status = format!("verifying on {}", described.join(", "));
     tracing::info!(listen = %described.join(", "), workers = config.server.workers, "ready");
     systemd::notify_ready(&status);
+    // Dropped with the runtime when the server has stopped.
+    actix_web::rt::spawn(systemd::feed_watchdog());
 
     let signals = async move {
         use tokio::signal::unix::{SignalKind, signal};

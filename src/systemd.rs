@@ -162,6 +162,20 @@ pub fn notify_reloading() {
     }
 }
 
+/// Feeds systemd's watchdog (`WatchdogSec=`) at half its interval, for as long as the future is
+/// polled; returns at once when the watchdog is off. It runs on the thread that handles signals
+/// and reloads, so a daemon stuck there is restarted by systemd.
+pub async fn feed_watchdog() {
+    let Some(timeout) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let mut ticks = tokio::time::interval(timeout / 2);
+    loop {
+        ticks.tick().await;
+        notify(&[NotifyState::Watchdog]);
+    }
+}
+
 /// `STOPPING=1`.
 pub fn notify_stopping() {
     notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);

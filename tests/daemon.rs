@@ -200,6 +200,47 @@ fn daemon_stops_on_sigterm_even_when_started_with_it_blocked() {
 }
 
 #[test]
+fn daemon_feeds_the_systemd_watchdog_when_asked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("v.sock");
+    let scratch = Scratch::new(&format!(
+        "secret = \"{SECRET}\"\n[server]\nlisten = [\"unix:{}\"]\nworkers = 1\n",
+        socket.display()
+    ));
+    let mut command = scratch.configured_command();
+    command
+        .env("WATCHDOG_USEC", "200000")
+        .env_remove("WATCHDOG_PID");
+    let mut daemon = Daemon {
+        child: command.spawn().expect("spawn daemon"),
+    };
+    scratch.wait_for("READY=1");
+    let started = std::time::Instant::now();
+    scratch.wait_for("WATCHDOG=1");
+    scratch.wait_for("WATCHDOG=1");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "two pings took {:?} with a 200 ms watchdog",
+        started.elapsed()
+    );
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit(), Some(0));
+
+    // Without WATCHDOG_USEC there is no ping: READY=1, then only STOPPING=1.
+    let scratch = Scratch::new(&std::fs::read_to_string(scratch.config()).expect("config"));
+    let mut daemon = scratch.spawn_configured();
+    let seen = scratch.wait_for("READY=1");
+    std::thread::sleep(Duration::from_millis(300));
+    daemon.signal(libc::SIGTERM);
+    let seen: Vec<String> = seen
+        .into_iter()
+        .chain(scratch.wait_for("STOPPING=1"))
+        .collect();
+    assert!(!seen.concat().contains("WATCHDOG"), "{seen:?}");
+    assert_eq!(daemon.wait_exit(), Some(0));
+}
+
+#[test]
 fn daemon_refuses_to_start_with_invalid_config() {
     let scratch = Scratch::new("secret = \"short\"\n[server]\nworkers = 0\n");
     let mut daemon = scratch.spawn_configured();

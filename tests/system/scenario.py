@@ -319,6 +319,10 @@ def _restart():
     return f"{len(outcomes)} logins, all 200; MainPID {before} -> {after}"
 
 
+# The secret the daemon trusts now; the rotation step changes it.
+current = {"secret": SECRET}
+
+
 @step("key rotation: a second credential, old and new keys both log in, then the old one is dropped")
 def _rotation():
     new_secret = secrets.token_urlsafe(48)
@@ -352,7 +356,29 @@ def _rotation():
     check(status == 403, f"old key still accepted: {status} {body}")
     status, body = login("alice", jwt("alice", secret=new_secret))
     check(status == 200, f"new key refused: {status} {body}")
+    current["secret"] = new_secret
     return "both keys accepted during the rotation, KEY in the journal; old key refused after it"
+
+
+@step("the watchdog is fed: with WatchdogSec=1s the daemon outlives several intervals")
+def _watchdog():
+    shown = c.run("systemctl", "show", "-p", "WatchdogUSec", "--value", "synapse-token-auth.service").stdout.strip()
+    check(shown == "30s", f"shipped WatchdogSec: {shown}")
+    c.sh(
+        "printf '[Service]\\nWatchdogSec=1s\\n' > /etc/systemd/system/synapse-token-auth.service.d/watchdog.conf && "
+        "systemctl daemon-reload && systemctl restart synapse-token-auth.service"
+    )
+    show = ["systemctl", "show", "-p", "MainPID", "-p", "NRestarts", "--value", "synapse-token-auth.service"]
+    before = c.run(*show).stdout.split()
+    time.sleep(3.5)
+    after = c.run(*show).stdout.split()
+    check(before == after, f"MainPID/NRestarts changed: {before} -> {after} (killed by the watchdog?)")
+    status, body = login("alice", jwt("alice", secret=current["secret"]))
+    check(status == 200, f"{status} {body}")
+    log = c.run("journalctl", "-u", "synapse-token-auth.service", "--no-pager", "-o", "cat").stdout
+    check("Watchdog timeout" not in log, "systemd reported a watchdog timeout")
+    c.sh("rm /etc/systemd/system/synapse-token-auth.service.d/watchdog.conf && systemctl daemon-reload")
+    return f"MainPID {before[0]} alive after 3.5 intervals"
 
 
 @step("`systemctl stop` is clean")
