@@ -26,15 +26,21 @@ pub const DEFAULT_LEEWAY_SECONDS: u64 = 60;
 /// Largest accepted `leeway_seconds`: more than a day means expiry is effectively off.
 pub const MAX_LEEWAY_SECONDS: u64 = 86_400;
 
-/// Every key of the policy, with the legacy spelling `require_expiracy`.
-const POLICY_KEYS: &[&str] = &[
+/// The keys that name the key material; exactly one is set, at the top level and in each
+/// `additional_keys` entry.
+const KEY_SOURCES: &[&str] = &[
     "secret",
     "secret_file",
     "secret_credential",
     "keyfile",
     "keyfile_credential",
-    "key_id",
-    "algorithm",
+];
+
+/// What binds a key besides its source, also in each `additional_keys` entry.
+const KEY_BINDINGS: &[&str] = &["key_id", "algorithm", "allow_weak_secret"];
+
+/// The rest of the policy, with the legacy spelling `require_expiracy`.
+const POLICY_ONLY_KEYS: &[&str] = &[
     "additional_keys",
     "require_expiry",
     "require_expiracy",
@@ -46,29 +52,21 @@ const POLICY_KEYS: &[&str] = &[
     "displayname_claim",
     "admin_claim",
     "update_displayname_on_login",
-    "allow_weak_secret",
 ];
 
-/// The keys that name the key material; exactly one is set.
-const KEY_SOURCES: &[&str] = &[
-    "secret",
-    "secret_file",
-    "secret_credential",
-    "keyfile",
-    "keyfile_credential",
-];
+/// The keys of one key: its source and bindings.
+fn key_entry_keys() -> impl Iterator<Item = &'static str> {
+    KEY_SOURCES.iter().chain(KEY_BINDINGS).copied()
+}
 
-/// The keys of one `additional_keys` entry: a key source, and what binds the key.
-const KEY_ENTRY_KEYS: &[&str] = &[
-    "secret",
-    "secret_file",
-    "secret_credential",
-    "keyfile",
-    "keyfile_credential",
-    "key_id",
-    "algorithm",
-    "allow_weak_secret",
-];
+/// Every key of the policy.
+fn policy_keys() -> impl Iterator<Item = &'static str> {
+    key_entry_keys().chain(POLICY_ONLY_KEYS.iter().copied())
+}
+
+fn known_keys(keys: impl Iterator<Item = &'static str>) -> String {
+    keys.collect::<Vec<_>>().join(", ")
+}
 
 /// Most `additional_keys` entries: a token without a matching `kid` may be tried against each,
 /// so their number bounds the work a bad token costs.
@@ -337,10 +335,10 @@ impl Document {
 fn unknown_top_level(key: &str, jwt_layout: bool) -> Problem {
     let message = if UNSUPPORTED_SECTIONS.contains(&key) {
         "this section of the original module is not supported: only JWT login is".to_owned()
-    } else if jwt_layout && POLICY_KEYS.contains(&key) {
+    } else if jwt_layout && policy_keys().any(|k| k == key) {
         "belongs inside the `jwt` section when that section is used".to_owned()
     } else {
-        format!("unknown key; known keys are {}", POLICY_KEYS.join(", "))
+        format!("unknown key; known keys are {}", known_keys(policy_keys()))
     };
     Problem {
         key: key.to_owned(),
@@ -471,7 +469,7 @@ fn parse_policy(
     };
     let mut unknown: Vec<String> = map
         .keys()
-        .filter(|k| !POLICY_KEYS.contains(&k.as_str()))
+        .filter(|k| !policy_keys().any(|known| known == k.as_str()))
         .cloned()
         .collect();
     unknown.sort();
@@ -617,7 +615,7 @@ fn parse_additional_keys(r: &mut Reader<'_>) -> Option<Vec<TrustedKey>> {
         };
         let mut unknown: Vec<&String> = map
             .keys()
-            .filter(|k| !KEY_ENTRY_KEYS.contains(&k.as_str()))
+            .filter(|k| !key_entry_keys().any(|known| known == k.as_str()))
             .collect();
         unknown.sort();
         for key in unknown {
@@ -625,7 +623,7 @@ fn parse_additional_keys(r: &mut Reader<'_>) -> Option<Vec<TrustedKey>> {
                 key,
                 format!(
                     "unknown key in an additional key; known keys are {}",
-                    KEY_ENTRY_KEYS.join(", ")
+                    known_keys(key_entry_keys())
                 ),
             );
         }

@@ -152,10 +152,7 @@ fn daemon_reloads_on_sighup_and_keeps_old_config_when_new_one_is_broken() {
 fn daemon_binds_configured_unix_socket_with_mode_when_not_activated() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("v.sock");
-    let scratch = Scratch::new(&format!(
-        "secret = \"{SECRET}\"\n[server]\nlisten = [\"unix:{}\"]\nsocket_mode = \"0600\"\nworkers = 1\n",
-        socket.display()
-    ));
+    let scratch = Scratch::new(&unix_config(&socket, "socket_mode = \"0600\"\n"));
     let mut daemon = scratch.spawn_configured();
     scratch.wait_for("READY=1");
     let mode = std::os::unix::fs::PermissionsExt::mode(
@@ -172,10 +169,7 @@ fn daemon_binds_configured_unix_socket_with_mode_when_not_activated() {
 fn daemon_stops_on_sigterm_even_when_started_with_it_blocked() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("v.sock");
-    let scratch = Scratch::new(&format!(
-        "secret = \"{SECRET}\"\n[server]\nlisten = [\"unix:{}\"]\nworkers = 1\n",
-        socket.display()
-    ));
+    let scratch = Scratch::new(&unix_config(&socket, ""));
     let mut command = scratch.configured_command();
     // SAFETY: only sigemptyset/sigaddset/sigprocmask, async-signal-safe, between fork and exec.
     unsafe {
@@ -203,10 +197,7 @@ fn daemon_stops_on_sigterm_even_when_started_with_it_blocked() {
 fn daemon_feeds_the_systemd_watchdog_when_asked() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("v.sock");
-    let scratch = Scratch::new(&format!(
-        "secret = \"{SECRET}\"\n[server]\nlisten = [\"unix:{}\"]\nworkers = 1\n",
-        socket.display()
-    ));
+    let scratch = Scratch::new(&unix_config(&socket, ""));
     let mut command = scratch.configured_command();
     command
         .env("WATCHDOG_USEC", "200000")

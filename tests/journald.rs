@@ -51,10 +51,7 @@ fn daemon_logs_audit_fields_to_journald() {
 
     let socket_dir = tempfile::tempdir().expect("tempdir");
     let socket = socket_dir.path().join("v.sock");
-    let scratch = Scratch::new(&format!(
-        "secret = \"{SECRET}\"\n[server]\nlisten = [\"unix:{}\"]\nworkers = 1\n",
-        socket.display()
-    ));
+    let scratch = Scratch::new(&unix_config(&socket, ""));
     let stderr = std::fs::File::create(scratch.path("stderr")).expect("stderr");
     let meta = stderr.metadata().expect("stat");
 

@@ -332,6 +332,16 @@ pub fn verify_body(token: &str, user: &str) -> Vec<u8> {
         .into_bytes()
 }
 
+/// A configuration with the test secret, one worker, listening on the unix socket `socket`;
+/// `server_extra` adds lines to `[server]`.
+pub fn unix_config(socket: &Path, server_extra: &str) -> String {
+    format!(
+        "secret = \"{}\"\n[server]\nlisten = [\"unix:{}\"]\nworkers = 1\n{server_extra}",
+        super::SECRET,
+        socket.display()
+    )
+}
+
 /// A configuration with the test secret, and listen addresses that cannot be bound, so that a
 /// test passes only if the daemon really uses the sockets it was handed.
 pub fn activated_config(extra: &str) -> String {
