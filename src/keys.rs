@@ -98,11 +98,26 @@ pub fn encoding_key_from_pem_file(
     KeySource::Keyfile(path.to_owned()).encoding_key(algorithm)
 }
 
+/// Largest key or secret file read. PEM keys and certificates are a few KiB; the bound keeps a
+/// mistaken path (a log file, `/dev/zero`) from eating the daemon's memory.
+pub const MAX_KEY_FILE_BYTES: u64 = 1024 * 1024;
+
 fn read_file(path: &Path) -> Result<Vec<u8>, KeyError> {
-    std::fs::read(path).map_err(|source| KeyError::Read {
+    use std::io::Read as _;
+    let read_error = |source| KeyError::Read {
         path: path.to_owned(),
         source,
-    })
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_KEY_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_KEY_FILE_BYTES {
+        return Err(KeyError::TooLarge {
+            path: path.to_owned(),
+        });
+    }
+    Ok(bytes)
 }
 
 /// `echo secret > file` adds a newline nobody means as part of the secret.
@@ -137,6 +152,8 @@ pub enum KeyError {
         #[source]
         source: std::io::Error,
     },
+    #[error("`{}` is larger than {} KiB: not a key", path.display(), MAX_KEY_FILE_BYTES / 1024)]
+    TooLarge { path: PathBuf },
     #[error(
         "credential `{name}` requested but ${CREDENTIALS_DIRECTORY} is not set; \
          start the service with `LoadCredential={name}:<path>`"

@@ -166,6 +166,20 @@ fn verify_rejects_key_of_wrong_type_at_configuration() {
 }
 
 #[test]
+fn verify_refuses_a_key_file_that_is_not_a_key_file() {
+    // An endless file: the read stops at the bound instead of filling memory.
+    let err = try_verifier(json!({ "algorithm": "RS256", "keyfile": "/dev/zero" }))
+        .expect_err("endless file");
+    assert!(err.to_string().contains("larger than 1024 KiB"), "{err}");
+    let err = try_verifier(json!({ "secret_file": "/nonexistent/secret" })).expect_err("missing");
+    assert!(
+        err.to_string()
+            .contains("cannot read `/nonexistent/secret`"),
+        "{err}"
+    );
+}
+
+#[test]
 fn verify_checks_kid_when_configured() {
     let v = verifier(json!({ "key_id": "2026-11" }));
     let mut header = Header::new(Algorithm::HS512);
