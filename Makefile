@@ -5,12 +5,13 @@
 
 CARGO ?= cargo
 
-.PHONY: help test lint test-rust test-python test-demo test-system test-nix bench demo
+.PHONY: help test lint test-rust test-python test-demo test-system test-nix bench demo fuzz
 
 help:
 	@echo "make demo    run a local Synapse with JWT login (Ctrl-C stops it)"
 	@echo "make test    run all tests and lints"
 	@echo "make bench   run every benchmark side by side; writes results/report.md and plots"
+	@echo "make fuzz    fuzz the verifier and the config parser, FUZZ_SECONDS (60) per target"
 
 test: lint test-nix test-rust test-system test-demo test-python
 
@@ -23,6 +24,8 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(CARGO) clippy --workspace --no-default-features --lib --locked -- -D warnings
+	# The fuzz targets are a workspace of their own; this keeps them compiling.
+	$(CARGO) clippy --manifest-path fuzz/Cargo.toml --locked -- -D warnings
 	tools=$$(./python-shim/tools.sh) && \
 	  $$tools/ruff check --config python-shim/pyproject.toml $(PYTHON_SOURCES) && \
 	  $$tools/ruff format --check --config python-shim/pyproject.toml $(PYTHON_SOURCES)
@@ -50,3 +53,13 @@ test-demo:
 
 bench:
 	./benches/run.sh
+
+# Coverage-guided fuzzing (cargo-fuzz, libFuzzer; `cargo install cargo-fuzz`). cargo-fuzz passes
+# sanitizer flags that only nightly compilers take; RUSTC_BOOTSTRAP lets the stable one accept them.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS = verify_token verify_signed_claims config
+
+fuzz:
+	cd fuzz && for target in $(FUZZ_TARGETS); do \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
