@@ -33,7 +33,7 @@ lint:
 test-rust:
 	$(CARGO) test --workspace --locked
 	# The core alone, as the Python extension links it: no actix, no tokio.
-	$(CARGO) test --no-default-features --lib --test verify --test wycheproof --locked
+	$(CARGO) test --no-default-features --lib --test verify --test rotation --test wycheproof --locked
 
 test-python:
 	./python-shim/run-tests.sh
