@@ -128,6 +128,7 @@ in
         accepted = [r for r in records if r.get("MESSAGE") == "JWT login accepted"]
         rejected = [r for r in records if r.get("REASON") == "subject_mismatch"]
         assert accepted and accepted[0]["USER_ID"] == "@alice:test.local" and accepted[0]["RESULT"] == "accepted", accepted
+        assert accepted[0]["KEY"] == "primary", accepted
         assert rejected and rejected[0]["USER_ID"] == "@alice:test.local", rejected
 
     with subtest("restarting the verifier loses no login"):
