@@ -129,11 +129,22 @@ fn cli_mint_then_verify_roundtrip_and_exit_codes() {
     let out = verify(&path, &token, "bob", &[]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(text(&out.stdout).trim(), "rejected: subject_mismatch");
+    // Beside the reason: what the token says, and what was expected.
+    let why = text(&out.stderr);
+    assert!(
+        why.contains("token sub: \"alice\"") && why.contains("--user: bob"),
+        "{why}"
+    );
 
-    // An hour later the 10-minute token is expired.
+    // An hour later the 10-minute token is expired, by 50 minutes.
     let later = (synapse_token_auth::unix_now() + 3600).to_string();
     let out = verify(&path, &token, "alice", &["--now", &later]);
     assert_eq!(text(&out.stdout).trim(), "rejected: expired");
+    let why = text(&out.stderr);
+    assert!(
+        why.contains("exp: ") && why.contains("(50 min") && why.contains("ago; leeway 60 s"),
+        "{why}"
+    );
 
     // Token from standard input.
     let mut child = Command::new(BIN)
@@ -189,6 +200,19 @@ fn cli_mint_with_kid_of_an_additional_key_signs_with_that_key() {
         serde_json::from_slice(&verify(&path, &token, "alice", &[]).stdout).expect("json");
     assert_eq!(verdict["key"], "primary");
     assert_eq!(verdict["kid"], "new");
+    // A kid that names no key: the answer lists the configured ones.
+    let out = run(&["-c", &path, "mint", "--sub", "alice", "--kid", "2024"]);
+    let token = text(&out.stdout).trim().to_owned();
+    let out = verify(&path, &token, "alice", &[]);
+    assert_eq!(text(&out.stdout).trim(), "rejected: unknown_key_id");
+    let why = text(&out.stderr);
+    assert!(
+        why.contains("token alg: \"HS512\", kid: \"2024\"")
+            && why.contains(
+                "configured keys: primary (HS512, kid \"new\"), additional_keys[0] (HS512, kid \"old\")"
+            ),
+        "{why}"
+    );
     // check-config shows both keys, neither secret.
     let out = run(&["check-config", &path]);
     let shown = text(&out.stdout);

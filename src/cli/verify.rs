@@ -2,7 +2,9 @@
 
 use std::{io::Read as _, path::Path, process::ExitCode};
 
-use synapse_token_auth::Verifier;
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use serde_json::Value;
+use synapse_token_auth::{Config, RejectReason, Verifier};
 
 #[derive(Debug, clap::Args)]
 pub struct Options {
@@ -47,8 +49,173 @@ pub fn run(config: &Path, options: &Options) -> ExitCode {
         Err(rejection) => {
             println!("rejected: {}", rejection.reason);
             eprintln!("{}", explain(rejection.reason));
+            let token = Token::decode(&token);
+            for line in details(
+                verifier.config(),
+                &token,
+                &options.user,
+                now,
+                rejection.reason,
+            ) {
+                eprintln!("  {line}");
+            }
             super::exit(1)
         }
+    }
+}
+
+/// Header and claims as the token states them, decoded without any check.
+struct Token {
+    header: Option<Value>,
+    claims: Option<Value>,
+}
+
+impl Token {
+    fn decode(token: &str) -> Self {
+        let mut parts = token.split('.');
+        let mut next = || {
+            parts
+                .next()
+                .and_then(|part| URL_SAFE_NO_PAD.decode(part).ok())
+                .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+        };
+        let header = next();
+        let claims = next();
+        Self { header, claims }
+    }
+
+    fn header(&self, name: &str) -> String {
+        shown(self.header.as_ref().and_then(|h| h.get(name)))
+    }
+
+    fn claim(&self, name: &str) -> Option<&Value> {
+        self.claims.as_ref().and_then(|c| c.get(name))
+    }
+}
+
+/// A token value for the terminal: JSON (so control characters arrive escaped), bounded.
+fn shown(value: Option<&Value>) -> String {
+    const MAX: usize = 200;
+    let Some(value) = value else {
+        return "(none)".to_owned();
+    };
+    let text = value.to_string();
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
+/// What the token says that bears on `reason`, beside what the configuration expects. For the
+/// claim checks the signature has verified, so the claims are the issuer's.
+fn details(
+    config: &Config,
+    token: &Token,
+    user: &str,
+    now: u64,
+    reason: RejectReason,
+) -> Vec<String> {
+    use synapse_token_auth::RejectReason as R;
+    let keys = |describe: &dyn Fn(&synapse_token_auth::config::TrustedKey) -> String| {
+        config
+            .keys
+            .iter()
+            .map(|k| format!("{} ({})", k.name, describe(k)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let time = |name: &str, past: bool| {
+        let Some(at) = token.claim(name).and_then(Value::as_f64) else {
+            return vec![format!("{name}: {}", shown(token.claim(name)))];
+        };
+        let (delta, direction) = if past {
+            (now as f64 - at, "ago")
+        } else {
+            (at - now as f64, "from now")
+        };
+        vec![format!(
+            "{name}: {at} ({} {direction}; leeway {} s)",
+            human(delta.max(0.0) as u64),
+            config.leeway_seconds
+        )]
+    };
+    match reason {
+        R::AlgorithmNotAllowed => vec![
+            format!("token alg: {}", token.header("alg")),
+            format!(
+                "configured keys: {}",
+                keys(&|k| {
+                    let names: Vec<String> =
+                        k.algorithms.iter().map(|a| format!("{a:?}")).collect();
+                    names.join("/")
+                })
+            ),
+        ],
+        R::UnknownKeyId | R::BadSignature => vec![
+            format!(
+                "token alg: {}, kid: {}",
+                token.header("alg"),
+                token.header("kid")
+            ),
+            format!(
+                "configured keys: {}",
+                keys(&|k| {
+                    let algorithms: Vec<String> =
+                        k.algorithms.iter().map(|a| format!("{a:?}")).collect();
+                    match &k.key_id {
+                        Some(kid) => format!("{}, kid {kid:?}", algorithms.join("/")),
+                        None => format!("{}, any kid", algorithms.join("/")),
+                    }
+                })
+            ),
+        ],
+        R::Expired => time("exp", true),
+        R::NotYetValid => time("nbf", false),
+        R::IssuedInFuture => time("iat", false),
+        R::WrongIssuer => vec![
+            format!("token iss: {}", shown(token.claim("iss"))),
+            format!("expected: {}", config.issuer.as_deref().unwrap_or("(any)")),
+        ],
+        R::WrongAudience => vec![
+            format!("token aud: {}", shown(token.claim("aud"))),
+            format!("accepted: {}", config.audiences.join(", ")),
+        ],
+        R::InvalidSubject | R::ForeignServer | R::SubjectMismatch => vec![
+            format!(
+                "token {}: {}",
+                config.subject_claim,
+                shown(token.claim(&config.subject_claim))
+            ),
+            format!("--user: {user}"),
+        ],
+        R::InvalidAdminClaim => vec![format!(
+            "token {}: {}",
+            config.admin_claim,
+            shown(token.claim(&config.admin_claim))
+        )],
+        _ => Vec::new(),
+    }
+}
+
+/// A duration for people: the two largest units.
+fn human(seconds: u64) -> String {
+    let units = [("d", 86_400), ("h", 3_600), ("min", 60), ("s", 1)];
+    let parts: Vec<String> = units
+        .iter()
+        .scan(seconds, |rest, (name, size)| {
+            let count = *rest / size;
+            *rest %= size;
+            Some((count, name))
+        })
+        .skip_while(|(count, _)| *count == 0)
+        .take(2)
+        .filter(|(count, _)| *count > 0)
+        .map(|(count, name)| format!("{count} {name}"))
+        .collect();
+    if parts.is_empty() {
+        "0 s".to_owned()
+    } else {
+        parts.join(" ")
     }
 }
 
