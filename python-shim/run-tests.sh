@@ -11,7 +11,8 @@ wheel="$("$root/python-shim/build-wheel.sh")"
 
 rm -rf "$venv"
 python3 -m venv "$venv"
-"$venv/bin/pip" install -q "$wheel" "matrix-synapse[jwt]==1.163.2" "pytest>=8" cryptography
+# schemathesis: the daemon's API against docs/openapi.yaml (test_daemon_api.py).
+"$venv/bin/pip" install -q "$wheel" "matrix-synapse[jwt]==1.163.2" "pytest>=8" cryptography "schemathesis==4.32.5"
 
 # The daemon binary for daemon-mode tests: built by `cargo test` (make test-rust) or here.
 if [ -z "${SYNAPSE_TOKEN_AUTH_BIN:-}" ]; then
