@@ -11,16 +11,16 @@ import json
 import logging
 from typing import Any
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.web.client import (
     Agent,
     HTTPConnectionPool,
     RequestTransmissionFailed,
+    ResponseDone,
     ResponseFailed,
     ResponseNeverReceived,
-    readBody,
 )
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
@@ -93,8 +93,6 @@ class DaemonClient:
                 status, payload = await self._yieldable(self._post(self._fresh_agent, body))
         except DaemonUnavailableError:
             raise
-        except defer.TimeoutError:
-            raise DaemonUnavailableError("daemon_timeout", f"no answer within {self._timeout:g} s") from None
         except Exception as e:  # connection refused, reset, no such socket, ...
             raise DaemonUnavailableError("daemon_unavailable", f"{type(e).__name__}: {e}") from None
         return _parse_answer(status, payload)
@@ -103,14 +101,18 @@ class DaemonClient:
         d = agent.request(b"POST", self._url, _HEADERS, _BytesProducer(body))
 
         def read(response: Any) -> defer.Deferred:
-            # `length` is an int, or Twisted's UNKNOWN_LENGTH marker for a chunked answer.
-            if isinstance(response.length, int) and response.length > MAX_RESPONSE_BYTES:
-                response.deliverBody(_Discard())
-                raise DaemonUnavailableError("daemon_error", f"answer of {response.length} bytes")
-            return readBody(response).addCallback(lambda payload: (response.code, payload))
+            body = _BoundedBody()
+            response.deliverBody(body)
+            return body.done.addCallback(lambda payload: (response.code, payload))
+
+        def timed_out(result: Any, timeout: float) -> None:
+            # Whatever the cancelled request failed with (Twisted wraps the cancellation in
+            # ResponseNeverReceived once the request is sent), this is a timeout, and it is not
+            # retried: a retry would double the wait of a login on a daemon that hangs.
+            raise DaemonUnavailableError("daemon_timeout", f"no answer within {timeout:g} s")
 
         d.addCallback(read)
-        d.addTimeout(self._timeout, reactor)
+        d.addTimeout(self._timeout, reactor, onTimeoutCancel=timed_out)
         return d
 
 
@@ -137,15 +139,38 @@ class _BytesProducer:
         pass
 
 
-class _Discard:
-    def makeConnection(self, transport: Any) -> None:  # noqa: N802
-        transport.stopProducing()
+class _BoundedBody(protocol.Protocol):
+    """Collects a response body of at most MAX_RESPONSE_BYTES. Twisted's readBody has no bound,
+    and a chunked answer states no length up front: a peer that is not the daemon could stream
+    until the timeout. A larger body stops the transfer and fails the request."""
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        pass
+    def __init__(self) -> None:
+        # Cancelled by the request's timeout: stop the transfer too.
+        self.done: defer.Deferred = defer.Deferred(lambda _: self._stop())
+        self._parts: list[bytes] = []
+        self._size = 0
 
-    def connectionLost(self, reason: Any) -> None:  # noqa: N802
-        pass
+    def _stop(self) -> None:
+        if self.transport is not None:
+            self.transport.stopProducing()
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted's name)
+        if self.done.called:
+            return
+        self._size += len(data)
+        if self._size > MAX_RESPONSE_BYTES:
+            self._stop()
+            self.done.errback(DaemonUnavailableError("daemon_error", f"answer of more than {MAX_RESPONSE_BYTES} bytes"))
+            return
+        self._parts.append(data)
+
+    def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
+        if self.done.called:
+            return
+        if reason is not None and reason.check(ResponseDone):
+            self.done.callback(b"".join(self._parts))
+        else:
+            self.done.errback(reason)
 
 
 def _parse_answer(status: int, payload: bytes) -> dict[str, Any]:

@@ -1,0 +1,157 @@
+"""The daemon client against peers that misbehave, over real unix sockets: answers without end,
+answers that never come, answers that are not HTTP. The real daemon does none of this, so a small
+socket server plays the peer. The client runs in a child Python with its own reactor: a Twisted
+reactor cannot be restarted inside one test process."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+CLIENT = """
+import json, sys, time
+from twisted.internet import defer, reactor
+from synapse_token_auth.config import DaemonEndpoint
+from synapse_token_auth.daemon_client import DaemonClient, DaemonUnavailableError
+
+async def main():
+    endpoint = DaemonEndpoint(socket=sys.argv[1], url=None, timeout=float(sys.argv[2]))
+    started = time.monotonic()
+    try:
+        answer = await DaemonClient(endpoint).verify("a.b.c", "alice", "test.local")
+    except DaemonUnavailableError as e:
+        answer = {"error": e.reason, "detail": str(e)}
+    print(json.dumps(answer))
+    print(time.monotonic() - started)
+
+reactor.callWhenRunning(lambda: defer.ensureDeferred(main()).addBoth(lambda _: reactor.stop()))
+reactor.run()
+"""
+
+
+class Peer:
+    """A unix socket server that reads one request per connection and answers with `behave`."""
+
+    def __init__(self, path: Path, behave: Callable[[socket.socket], None]) -> None:
+        self.sent = 0
+        self._behave = behave
+        self._server = socket.socket(socket.AF_UNIX)
+        self._server.bind(str(path))
+        self._server.listen()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            with conn:
+                _read_request(conn)
+                try:
+                    self._behave(conn)
+                except OSError:
+                    pass  # the client hung up: what these tests want to see
+
+    def send(self, conn: socket.socket, data: bytes) -> None:
+        conn.sendall(data)
+        self.sent += len(data)
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def _read_request(conn: socket.socket) -> None:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = next(
+        (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")), 0
+    )
+    while len(body) < length:
+        body += conn.recv(65536)
+
+
+def ask(path: Path, timeout: float = 5.0) -> tuple[dict, float]:
+    """The client's answer, and how long the verify call took in seconds."""
+    run = subprocess.run(
+        [sys.executable, "-c", CLIENT, str(path), str(timeout)], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    answer, elapsed = run.stdout.strip().splitlines()[-2:]
+    return json.loads(answer), float(elapsed)
+
+
+@pytest.fixture
+def peer(tmp_path):
+    peers = []
+
+    def start(behave):
+        p = Peer(tmp_path / "verify.sock", behave)
+        peers.append(p)
+        return p
+
+    yield start
+    for p in peers:
+        p.close()
+
+
+def test_a_plain_answer_reaches_the_module(peer, tmp_path):
+    body = b'{"reason": "expired"}'
+    peer(lambda c: c.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)))
+    answer, _ = ask(tmp_path / "verify.sock")
+    assert answer == {"result": "rejected", "reason": "expired", "alg": None, "kid": None}
+
+
+def test_an_endless_chunked_answer_is_cut_off(peer, tmp_path):
+    def endless(conn):
+        p.send(conn, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"1000\r\n" + b"x" * 0x1000 + b"\r\n"
+        while p.sent < 512 * 1024 * 1024:
+            p.send(conn, chunk)
+
+    p = peer(endless)
+    answer, elapsed = ask(tmp_path / "verify.sock")
+    assert answer["error"] == "daemon_error", answer
+    assert "more than 65536 bytes" in answer["detail"]
+    assert elapsed < 2, f"took {elapsed:.1f} s: the client read until the 5 s timeout"
+    # What the peer got out before the client hung up: the bound plus socket buffers, not 512 MiB.
+    assert p.sent < 16 * 1024 * 1024, p.sent
+
+
+def test_a_huge_declared_length_is_cut_off(peer, tmp_path):
+    def huge(conn):
+        p.send(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n")
+        while p.sent < 512 * 1024 * 1024:
+            p.send(conn, b"x" * 65536)
+
+    p = peer(huge)
+    answer, elapsed = ask(tmp_path / "verify.sock")
+    assert answer["error"] == "daemon_error", answer
+    assert elapsed < 2 and p.sent < 16 * 1024 * 1024, (elapsed, p.sent)
+
+
+def test_a_peer_that_never_answers_times_out(peer, tmp_path):
+    peer(lambda c: time.sleep(3))
+    answer, elapsed = ask(tmp_path / "verify.sock", timeout=0.5)
+    assert answer["error"] == "daemon_timeout", answer
+    # Once, not once more on a fresh connection.
+    assert 0.5 <= elapsed < 0.9, elapsed
+
+
+def test_an_answer_that_is_not_http_fails_closed(peer, tmp_path):
+    peer(lambda c: c.sendall(b"SSH-2.0-OpenSSH_9.2\r\n\r\n"))
+    answer, _ = ask(tmp_path / "verify.sock")
+    assert answer["error"] == "daemon_unavailable", answer
