@@ -232,13 +232,53 @@ fn daemon_feeds_the_systemd_watchdog_when_asked() {
 }
 
 #[test]
+fn daemon_disconnects_a_client_that_sends_its_request_too_slowly() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("v.sock");
+    let scratch = Scratch::new(&unix_config(&socket, "request_timeout_ms = 1000\n"));
+    let mut daemon = scratch.spawn_configured();
+    scratch.wait_for("READY=1");
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let started = std::time::Instant::now();
+    // Half a request head, then nothing.
+    stream
+        .write_all(b"POST /v1/verify HTTP/1.1\r\nHost: localhost\r\n")
+        .expect("write");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let elapsed = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(
+        // actix's clock ticks every 500 ms, so the cut comes up to that much early.
+        elapsed >= Duration::from_millis(450) && elapsed < Duration::from_secs(3),
+        "disconnected after {elapsed:?}"
+    );
+    // The daemon still serves everyone else, also right after the cut.
+    for _ in 0..5 {
+        let r = verify_over_unix(&socket, &hs512(&live_claims("alice")), "alice");
+        assert_eq!(r.status, 200);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit(), Some(0));
+}
+
+#[test]
 fn daemon_refuses_to_start_with_invalid_config() {
-    let scratch = Scratch::new("secret = \"short\"\n[server]\nworkers = 0\n");
+    let scratch =
+        Scratch::new("secret = \"short\"\n[server]\nworkers = 0\nrequest_timeout_ms = 0\n");
     let mut daemon = scratch.spawn_configured();
     assert_eq!(daemon.wait_exit(), Some(1));
     let log = scratch.stderr();
     assert!(
-        log.contains("secret") && log.contains("server.workers"),
+        log.contains("secret")
+            && log.contains("server.workers")
+            && log.contains("server.request_timeout_ms"),
         "{log}"
     );
     assert!(!log.contains("\"short\""), "secret value echoed:\n{log}");
