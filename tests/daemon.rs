@@ -111,6 +111,88 @@ fn daemon_http_api_answers_each_case() {
 }
 
 #[test]
+fn daemon_bounds_hostile_http_framing() {
+    use std::io::{Read, Write};
+    let scratch = Scratch::new(&activated_config(""));
+    let unix_path = scratch.path("verify.sock");
+    let unix = unix_listener(&unix_path);
+    let mut daemon = scratch.spawn_activated(&[("verify", raw_fd(&unix))]);
+    scratch.wait_for("READY=1");
+    let raw = |request: &[u8]| {
+        let mut stream = std::os::unix::net::UnixStream::connect(&unix_path).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        // The daemon may answer and close before it has read everything.
+        let _ = stream.write_all(request);
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let head = "POST /v1/verify HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n";
+    let chunk = format!("4000\r\n{}\r\n", "a".repeat(0x4000));
+    let many_headers: String = (0..200).map(|i| format!("X-{i}: y\r\n")).collect();
+    let body = verify_body("garbage", "alice");
+    let one = format!(
+        "POST /v1/verify HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{}",
+        body.len(),
+        String::from_utf8_lossy(&body)
+    );
+    let cases = [
+        (
+            "a 64 KiB body in chunks (no length up front)",
+            format!(
+                "{head}Transfer-Encoding: chunked\r\n\r\n{}0\r\n\r\n",
+                chunk.repeat(4)
+            ),
+            "HTTP/1.1 413",
+        ),
+        (
+            "a declared length of 100 GB",
+            format!("{head}Content-Length: 99999999999\r\n\r\n"),
+            "HTTP/1.1 413",
+        ),
+        (
+            "a 100 KiB header",
+            format!("{head}X-Big: {}\r\n\r\n", "a".repeat(100_000)),
+            "HTTP/1.1 400",
+        ),
+        (
+            "200 headers",
+            format!("{head}{many_headers}\r\n"),
+            "HTTP/1.1 431",
+        ),
+        (
+            "an unknown method",
+            "BREW /v1/verify HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".into(),
+            "HTTP/1.1 405",
+        ),
+    ];
+    for (what, request, status) in cases {
+        let answer = raw(request.as_bytes());
+        assert!(answer.starts_with(status), "{what}: {answer:?}");
+    }
+    // Three pipelined requests on one connection get three answers, in order.
+    let pipelined = format!(
+        "{one}{one}{}",
+        one.replace("Host: localhost", "Host: localhost\r\nConnection: close")
+    );
+    let answer = raw(pipelined.as_bytes());
+    assert_eq!(
+        answer.matches("HTTP/1.1 403").count(),
+        3,
+        "pipelined: {answer:?}"
+    );
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit(), Some(0), "{}", scratch.stderr());
+    assert!(
+        !scratch.stderr().contains("panicked"),
+        "{}",
+        scratch.stderr()
+    );
+}
+
+#[test]
 fn daemon_reloads_on_sighup_and_keeps_old_config_when_new_one_is_broken() {
     let scratch = Scratch::new(&activated_config(""));
     let unix_path = scratch.path("verify.sock");
