@@ -167,7 +167,9 @@ class _BoundedBody(protocol.Protocol):
     def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
         if self.done.called:
             return
-        if reason is not None and reason.check(ResponseDone):
+        if reason is None:
+            self.done.errback(DaemonUnavailableError("daemon_error", "the answer ended early"))
+        elif reason.check(ResponseDone):
             self.done.callback(b"".join(self._parts))
         else:
             self.done.errback(reason)
