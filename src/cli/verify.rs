@@ -4,7 +4,7 @@ use std::{io::Read as _, path::Path, process::ExitCode};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde_json::Value;
-use synapse_token_auth::{Config, RejectReason, Verifier};
+use synapse_token_auth::{Config, RejectReason, Verifier, config::TrustedKey};
 
 #[derive(Debug, clap::Args)]
 pub struct Options {
@@ -116,7 +116,7 @@ fn details(
     reason: RejectReason,
 ) -> Vec<String> {
     use synapse_token_auth::RejectReason as R;
-    let keys = |describe: &dyn Fn(&synapse_token_auth::config::TrustedKey) -> String| {
+    let keys = |describe: &dyn Fn(&TrustedKey) -> String| {
         config
             .keys
             .iter()
@@ -142,14 +142,7 @@ fn details(
     match reason {
         R::AlgorithmNotAllowed => vec![
             format!("token alg: {}", token.header("alg")),
-            format!(
-                "configured keys: {}",
-                keys(&|k| {
-                    let names: Vec<String> =
-                        k.algorithms.iter().map(|a| format!("{a:?}")).collect();
-                    names.join("/")
-                })
-            ),
+            format!("configured keys: {}", keys(&algorithms)),
         ],
         R::UnknownKeyId | R::BadSignature => vec![
             format!(
@@ -159,13 +152,9 @@ fn details(
             ),
             format!(
                 "configured keys: {}",
-                keys(&|k| {
-                    let algorithms: Vec<String> =
-                        k.algorithms.iter().map(|a| format!("{a:?}")).collect();
-                    match &k.key_id {
-                        Some(kid) => format!("{}, kid {kid:?}", algorithms.join("/")),
-                        None => format!("{}, any kid", algorithms.join("/")),
-                    }
+                keys(&|k| match &k.key_id {
+                    Some(kid) => format!("{}, kid {kid:?}", algorithms(k)),
+                    None => format!("{}, any kid", algorithms(k)),
                 })
             ),
         ],
@@ -195,6 +184,12 @@ fn details(
         )],
         _ => Vec::new(),
     }
+}
+
+/// A key's algorithms, as `HS256/HS512`.
+fn algorithms(key: &TrustedKey) -> String {
+    let names: Vec<String> = key.algorithms.iter().map(|a| format!("{a:?}")).collect();
+    names.join("/")
 }
 
 /// A duration for people: the two largest units.
