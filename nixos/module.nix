@@ -25,38 +25,30 @@ let
   cfg = config.services.synapse-token-auth;
   format = pkgs.formats.toml { };
 
-  # The key reaches the daemon only through LoadCredential=; the config names the credential.
+  # A key reaches the daemon only through LoadCredential=; the config names the credential.
+  # `key` is the top-level options or an additionalKeys entry: both have secretFile and keyFile.
+  credentialSetting =
+    name: key:
+    if key.secretFile != null then { secret_credential = name; } else { keyfile_credential = name; };
+  loadCredential =
+    name: key: "${name}:${if key.secretFile != null then key.secretFile else key.keyFile}";
+
   credential = if cfg.secretFile != null then "jwt-secret" else "jwt-key";
-  keySetting =
-    if cfg.secretFile != null then
-      { secret_credential = credential; }
-    else
-      { keyfile_credential = credential; };
 
   # Keys trusted beside the main one (a rotation), each its own credential.
   additionalCredential = i: "jwt-additional-${toString i}";
   additionalKeySettings = lib.imap0
     (
       i: k:
-        (
-          if k.secretFile != null then
-            { secret_credential = additionalCredential i; }
-          else
-            { keyfile_credential = additionalCredential i; }
-        )
+        credentialSetting (additionalCredential i) k
         // { inherit (k) algorithm; }
         // lib.optionalAttrs (k.keyId != null) { key_id = k.keyId; }
-    )
-    cfg.additionalKeys;
-  additionalLoadCredentials = lib.imap0
-    (
-      i: k: "${additionalCredential i}:${if k.secretFile != null then k.secretFile else k.keyFile}"
     )
     cfg.additionalKeys;
 
   configFile = format.generate "synapse-token-auth.toml" (
     cfg.settings
-    // keySetting
+    // credentialSetting credential cfg
     // lib.optionalAttrs (cfg.additionalKeys != [ ]) { additional_keys = additionalKeySettings; }
   );
 
@@ -317,9 +309,9 @@ in
           ];
           LoadCredential = [
             ""
-            "${credential}:${if cfg.secretFile != null then cfg.secretFile else cfg.keyFile}"
+            (loadCredential credential cfg)
           ]
-          ++ additionalLoadCredentials;
+          ++ lib.imap0 (i: loadCredential (additionalCredential i)) cfg.additionalKeys;
         };
       };
 
