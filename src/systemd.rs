@@ -83,7 +83,7 @@ fn classify(fd: RawFd, name: String) -> Result<(String, Listener), ActivationErr
             "not listening (Accept=yes is not supported)".into(),
         ));
     }
-    let family = socket_family(fd).map_err(|e| unusable(e.to_string()))?;
+    let family = sock_opt(fd, libc::SO_DOMAIN).map_err(|e| unusable(e.to_string()))?;
     // SAFETY: systemd passed this fd to this process for its exclusive use, and
     // `take_activated_listeners` hands out each fd once (sd-notify cleared the environment).
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -120,19 +120,6 @@ fn sock_opt(fd: RawFd, option: libc::c_int) -> io::Result<libc::c_int> {
     };
     if rc == 0 {
         Ok(value)
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-fn socket_family(fd: RawFd) -> io::Result<libc::c_int> {
-    // SAFETY: sockaddr_storage is plain data; zeroed is a valid value.
-    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: addr and len describe a buffer large enough for any socket address.
-    let rc = unsafe { libc::getsockname(fd, (&raw mut addr).cast(), &raw mut len) };
-    if rc == 0 {
-        Ok(libc::c_int::from(addr.ss_family))
     } else {
         Err(io::Error::last_os_error())
     }
