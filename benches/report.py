@@ -30,6 +30,13 @@ def criterion_median_us(root: Path, alg: str, name: str) -> float | None:
     return json.loads(path.read_text())["median"]["point_estimate"] / 1e3
 
 
+def save(fig, out: Path, name: str, alt: str) -> list[str]:
+    """Writes the figure as out/name and returns the report lines that show it."""
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    return ["", f"![{alt}]({name})", ""]
+
+
 def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
@@ -108,9 +115,7 @@ def main() -> int:
     ax.set_xlabel("algorithm")
     ax.set_title("Cost of verifying one token")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(a.out / "verify.png", dpi=110)
-    md += ["", "![verification cost](verify.png)", ""]
+    md += save(fig, a.out, "verify.png", "verification cost")
 
     md += [
         "## 2. Verifier daemon throughput and latency",
@@ -139,9 +144,7 @@ def main() -> int:
     ax.set_ylabel("thousand verifications per second")
     ax.set_title("Verifier daemon throughput (oha, 32 connections)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(a.out / "daemon.png", dpi=110)
-    md += ["", "![daemon throughput](daemon.png)", ""]
+    md += save(fig, a.out, "daemon.png", "daemon throughput")
 
     md += [
         "## 3. End-to-end login through Synapse",
@@ -176,9 +179,7 @@ def main() -> int:
         ax.set_title(title)
         ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
     fig.suptitle("End-to-end login latency through Synapse (SQLite, loopback)")
-    fig.tight_layout()
-    fig.savefig(a.out / "e2e.png", dpi=110)
-    md += ["", "![end-to-end latency](e2e.png)", ""]
+    md += save(fig, a.out, "e2e.png", "end-to-end latency")
 
     md += [
         "## 4. Scaling",
@@ -213,9 +214,7 @@ def main() -> int:
     axes[1].set_xlabel("concurrent clients")
     axes[1].set_ylabel("thousand requests per second")
     axes[1].set_title("Daemon (1 worker) against concurrency")
-    fig.tight_layout()
-    fig.savefig(a.out / "scaling.png", dpi=110)
-    md += ["", "![scaling](scaling.png)", ""]
+    md += save(fig, a.out, "scaling.png", "scaling")
     (a.out / "report.md").write_text("\n".join(md) + "\n")
     print(f"wrote {a.out / 'report.md'}")
     return 0
