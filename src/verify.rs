@@ -220,10 +220,9 @@ impl Verifier {
         let Signed {
             header, alg, key, ..
         } = signed;
-        match self.check_claims(alg, &claims, identifier_user, server_name, now) {
+        match self.check_claims(alg, key, &claims, identifier_user, server_name, now) {
             Ok(verdict) => Ok(Verdict {
                 kid: header.kid,
-                key: Arc::clone(&key.name),
                 ..verdict
             }),
             Err(reason) => Err(Rejection {
@@ -333,6 +332,7 @@ impl Verifier {
     fn check_claims(
         &self,
         alg: Algorithm,
+        key: &TrustedKey,
         claims: &Map<String, Value>,
         identifier_user: &str,
         server_name: &str,
@@ -403,7 +403,7 @@ impl Verifier {
             update_displayname_on_login: c.update_displayname_on_login,
             alg: format!("{alg:?}"),
             kid: None,
-            key: Arc::from(""),
+            key: Arc::clone(&key.name),
         })
     }
 }
