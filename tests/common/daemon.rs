@@ -95,14 +95,8 @@ impl Scratch {
             .args(["-c", r#"LISTEN_PID=$$ exec "$0" "$@""#, BIN, "serve"])
             .env("SYNAPSE_TOKEN_AUTH_CONFIG", self.config())
             .env("LISTEN_FDS", fds.len().to_string())
-            .env("LISTEN_FDNAMES", names.join(":"))
-            .env("NOTIFY_SOCKET", self.path("notify"))
-            .env_remove("JOURNAL_STREAM")
-            // The tests read the daemon's log; a RUST_LOG from the caller would change it.
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(self.stderr_file());
+            .env("LISTEN_FDNAMES", names.join(":"));
+        self.daemon_io(&mut command);
         // SAFETY: only dup2 and fcntl, which are async-signal-safe, run between fork and exec.
         unsafe {
             command.pre_exec(move || {
@@ -139,15 +133,22 @@ impl Scratch {
         command
             .args(["serve", "--config"])
             .arg(self.config())
+            .env_remove("LISTEN_FDS");
+        self.daemon_io(&mut command);
+        command
+    }
+
+    /// What every test daemon gets: this scratch's notify socket, stderr to its file, and
+    /// nothing from the caller's environment that changes what the tests read.
+    fn daemon_io(&self, command: &mut Command) {
+        command
             .env("NOTIFY_SOCKET", self.path("notify"))
-            .env_remove("LISTEN_FDS")
             .env_remove("JOURNAL_STREAM")
             // The tests read the daemon's log; a RUST_LOG from the caller would change it.
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(self.stderr_file());
-        command
     }
 }
 
