@@ -112,23 +112,12 @@ fn daemon_http_api_answers_each_case() {
 
 #[test]
 fn daemon_bounds_hostile_http_framing() {
-    use std::io::{Read, Write};
     let scratch = Scratch::new(&activated_config(""));
     let unix_path = scratch.path("verify.sock");
     let unix = unix_listener(&unix_path);
     let mut daemon = scratch.spawn_activated(&[("verify", raw_fd(&unix))]);
     scratch.wait_for("READY=1");
-    let raw = |request: &[u8]| {
-        let mut stream = std::os::unix::net::UnixStream::connect(&unix_path).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        // The daemon may answer and close before it has read everything.
-        let _ = stream.write_all(request);
-        let mut answer = Vec::new();
-        let _ = stream.read_to_end(&mut answer);
-        String::from_utf8_lossy(&answer).into_owned()
-    };
+    let raw = |request: &[u8]| unix_raw(&unix_path, request);
     let head = "POST /v1/verify HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n";
     let chunk = format!("4000\r\n{}\r\n", "a".repeat(0x4000));
     let many_headers: String = (0..200).map(|i| format!("X-{i}: y\r\n")).collect();
@@ -315,25 +304,15 @@ fn daemon_feeds_the_systemd_watchdog_when_asked() {
 
 #[test]
 fn daemon_disconnects_a_client_that_sends_its_request_too_slowly() {
-    use std::io::{Read, Write};
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("v.sock");
     let scratch = Scratch::new(&unix_config(&socket, "request_timeout_ms = 1000\n"));
     let mut daemon = scratch.spawn_configured();
     scratch.wait_for("READY=1");
-    let mut stream = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
     let started = std::time::Instant::now();
     // Half a request head, then nothing.
-    stream
-        .write_all(b"POST /v1/verify HTTP/1.1\r\nHost: localhost\r\n")
-        .expect("write");
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
+    let answer = unix_raw(&socket, b"POST /v1/verify HTTP/1.1\r\nHost: localhost\r\n");
     let elapsed = started.elapsed();
-    let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
     assert!(
         // actix's clock ticks every 500 ms, so the cut comes up to that much early.

@@ -305,12 +305,27 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
-pub fn unix_request(path: &Path, method: &str, uri: &str, body: &[u8]) -> Response {
+fn unix_stream(path: &Path) -> UnixStream {
     let stream = UnixStream::connect(path).expect("connect unix socket");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    request(stream, method, uri, body)
+    stream
+}
+
+pub fn unix_request(path: &Path, method: &str, uri: &str, body: &[u8]) -> Response {
+    request(unix_stream(path), method, uri, body)
+}
+
+/// Writes `bytes` as they are and reads until the daemon closes the connection: for requests no
+/// HTTP client would send.
+pub fn unix_raw(path: &Path, bytes: &[u8]) -> String {
+    let mut stream = unix_stream(path);
+    // The daemon may answer and close before it has read everything.
+    let _ = stream.write_all(bytes);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 pub fn tcp_request(addr: std::net::SocketAddr, method: &str, uri: &str, body: &[u8]) -> Response {
