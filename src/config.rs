@@ -523,9 +523,8 @@ fn parse_policy(
     for (i, key) in keys.iter().enumerate() {
         let Some(kid) = &key.key_id else { continue };
         if let Some(first) = keys[..i].iter().find(|k| k.key_id.as_ref() == Some(kid)) {
-            let entry = key.name.clone();
             r.problem(
-                &format!("{entry}.key_id"),
+                &format!("{}.key_id", key.name),
                 format!("`{kid}` is already the `key_id` of the {} key", first.name),
             );
         }
