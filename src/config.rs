@@ -103,7 +103,8 @@ pub struct Config {
     pub leeway_seconds: u64,
     /// Required `iss`, when set.
     pub issuer: Option<String>,
-    /// Accepted `aud` values; when non-empty the token must name one of them.
+    /// Accepted `aud` values; when non-empty the token must name one of them, when empty the
+    /// token must carry no `aud`.
     pub audiences: Vec<String>,
     /// Whether a valid token for an unknown user creates the account.
     pub allow_registration: bool,

@@ -323,11 +323,13 @@ fn qualified<'a>(user: &'a str, server_name: &str) -> Cow<'a, str> {
     }
 }
 
-/// Client-supplied text in log lines: bounded, with control characters escaped so that a crafted
-/// user name cannot forge log lines on stderr.
+/// Client-supplied text in log lines: bounded, and escaped unless every character is printable,
+/// so that a crafted user name can neither forge log lines (control characters) nor reorder what
+/// `journalctl` shows (format characters such as U+202E). The module's Python side uses the same
+/// rule (`str.isprintable`).
 fn printable(text: &str) -> Cow<'_, str> {
     const MAX: usize = 255;
-    if text.len() <= MAX && !text.chars().any(char::is_control) {
+    if text.len() <= MAX && text.chars().all(is_printable) {
         return Cow::Borrowed(text);
     }
     let mut out: String = text
@@ -339,6 +341,20 @@ fn printable(text: &str) -> Cow<'_, str> {
         out.push('…');
     }
     Cow::Owned(out)
+}
+
+/// Python's `str.isprintable` for one character: not in the Unicode categories Cc, Cf, Cs, Co, Cn,
+/// Zl, Zp or Zs other than the space. `char::escape_debug` leaves exactly those characters alone
+/// (its table is generated from the same categories) apart from quotes and the backslash, and
+/// apart from combining marks at the start of a string, hence the leading `a`.
+fn is_printable(c: char) -> bool {
+    if c.is_ascii() {
+        return !c.is_ascii_control();
+    }
+    let mut buf = [0_u8; 8];
+    buf[0] = b'a';
+    let len = 1 + c.encode_utf8(&mut buf[1..]).len();
+    std::str::from_utf8(&buf[..len]).is_ok_and(|s| s.escape_debug().eq(['a', c]))
 }
 
 /// Runs the HTTP server on `listeners` until SIGTERM or SIGINT; SIGHUP reloads `config_path`.
@@ -417,4 +433,36 @@ fn reload(shared: &Shared, path: &Path, status: &str) {
         }
     }
     systemd::notify_ready(status);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn printable_escapes_what_python_isprintable_refuses() {
+        for plain in [
+            "@alice:example.org",
+            "Zoë",
+            "e\u{301}",
+            "日本",
+            "a b",
+            "key\"'\\",
+        ] {
+            assert_eq!(printable(plain), plain, "{plain:?}");
+        }
+        // control, bidi override, zero-width space, no-break space, line separator, private use
+        for (hostile, escaped) in [
+            ("a\nb", "a\\nb"),
+            ("a\u{202e}b", "a\\u{202e}b"),
+            ("a\u{200b}b", "a\\u{200b}b"),
+            ("a\u{a0}b", "a\\u{a0}b"),
+            ("a\u{2028}b", "a\\u{2028}b"),
+            ("a\u{e000}b", "a\\u{e000}b"),
+        ] {
+            assert_eq!(printable(hostile), escaped, "{hostile:?}");
+        }
+        let long = "a".repeat(300);
+        assert_eq!(printable(&long), format!("{}…", "a".repeat(255)));
+    }
 }

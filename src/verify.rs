@@ -34,7 +34,8 @@ pub enum RejectReason {
     TokenTooLarge,
     /// The header names an algorithm that is not configured (including `none`).
     AlgorithmNotAllowed,
-    /// The header has a `crit` parameter; no extensions are understood.
+    /// The header has a `crit` or `b64` parameter (no JWS extension is understood), or
+    /// `cty: "JWT"` (a nested JWT).
     UnsupportedHeader,
     /// `kid` does not name the configured key.
     UnknownKeyId,
@@ -52,7 +53,8 @@ pub enum RejectReason {
     IssuedInFuture,
     /// `iss` is missing or not the configured issuer.
     WrongIssuer,
-    /// `aud` is missing or names none of the configured audiences.
+    /// `aud` names none of the configured audiences, is missing while `audiences` is configured,
+    /// or is present while no `audiences` are configured (RFC 7519 section 4.1.3).
     WrongAudience,
     /// The subject claim is missing, not a string, or not a valid user.
     InvalidSubject,
@@ -175,13 +177,73 @@ struct Signed<'s, 't> {
 /// Why a token failed, with its header when that could be read (for the audit log).
 type Failed = (RejectReason, Option<Header>);
 
-#[derive(Deserialize)]
+/// The JOSE header members the verifier acts on.
 struct Header {
     alg: String,
-    #[serde(default)]
     kid: Option<String>,
-    #[serde(default)]
-    crit: Option<Value>,
+    /// `crit`, `b64` or `cty: "JWT"`: something this verifier does not implement and so must
+    /// not accept (RFC 7515 section 4.1.11, RFC 7797 section 6, RFC 7519 section 7.2).
+    unsupported: bool,
+}
+
+impl Header {
+    /// Reads a header: a JSON object of valid UTF-8 with unique member names (RFC 7515
+    /// section 5.2), whose `alg` is a string and whose `kid`, when present, is a string.
+    fn parse(json: &[u8]) -> Option<Self> {
+        let StrictObject(mut members) = serde_json::from_slice(json).ok()?;
+        let Some(Value::String(alg)) = members.remove("alg") else {
+            return None;
+        };
+        let kid = match members.remove("kid") {
+            None => None,
+            Some(Value::String(kid)) => Some(kid),
+            Some(_) => return None,
+        };
+        // Present at all counts, whatever the value: `crit: null` is not "no crit".
+        let unsupported = members.contains_key("crit")
+            || members.contains_key("b64")
+            || members
+                .get("cty")
+                .and_then(Value::as_str)
+                .is_some_and(|cty| cty.eq_ignore_ascii_case("JWT"));
+        Some(Self {
+            alg,
+            kid,
+            unsupported,
+        })
+    }
+}
+
+/// A JSON object with unique member names. serde_json's own map keeps the last of duplicate
+/// names and its derived structs also take a JSON array; JOSE parsers must reject both
+/// (RFC 7515 section 5.2, RFC 7519 section 4), so that two parsers can never read one token
+/// differently. Member values are fully parsed, so invalid UTF-8 anywhere is an error.
+struct StrictObject(Map<String, Value>);
+
+impl<'de> Deserialize<'de> for StrictObject {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = StrictObject;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object with unique member names")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut access: A,
+            ) -> Result<StrictObject, A::Error> {
+                let mut members = Map::new();
+                while let Some(name) = access.next_key::<String>()? {
+                    let value = access.next_value::<Value>()?;
+                    if members.insert(name, value).is_some() {
+                        return Err(serde::de::Error::custom("duplicate member name"));
+                    }
+                }
+                Ok(StrictObject(members))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
 }
 
 /// Verifies tokens against one policy. Cheap to share between threads.
@@ -242,10 +304,10 @@ impl Verifier {
         let claims = URL_SAFE_NO_PAD
             .decode(signed.payload_b64)
             .ok()
-            .and_then(|payload| serde_json::from_slice::<Value>(&payload).ok());
+            .and_then(|payload| serde_json::from_slice::<StrictObject>(&payload).ok());
         match claims {
-            Some(Value::Object(claims)) => Ok((signed, claims)),
-            _ => Err((RejectReason::MalformedToken, Some(signed.header))),
+            Some(StrictObject(claims)) => Ok((signed, claims)),
+            None => Err((RejectReason::MalformedToken, Some(signed.header))),
         }
     }
 
@@ -273,7 +335,7 @@ impl Verifier {
         let header_json = URL_SAFE_NO_PAD
             .decode(header_b64)
             .map_err(|_| malformed())?;
-        let header: Header = serde_json::from_slice(&header_json).map_err(|_| malformed())?;
+        let header = Header::parse(&header_json).ok_or_else(malformed)?;
 
         // Exactly the configured algorithms; `none` and unknown names never parse into one.
         let keys = &self.config.keys;
@@ -285,7 +347,7 @@ impl Verifier {
         else {
             return Err((RejectReason::AlgorithmNotAllowed, Some(header)));
         };
-        if header.crit.is_some() {
+        if header.unsupported {
             return Err((RejectReason::UnsupportedHeader, Some(header)));
         }
 
@@ -358,7 +420,10 @@ impl Verifier {
                 return Err(RejectReason::WrongIssuer);
             }
         }
-        if !c.audiences.is_empty() && !audience_matches(claims.get("aud"), &c.audiences) {
+        // A present `aud` that does not name this recipient must be refused (RFC 7519 section
+        // 4.1.3): without `audiences` nothing names it, so any `aud` is refused.
+        let aud = claims.get("aud");
+        if (aud.is_some() || !c.audiences.is_empty()) && !audience_matches(aud, &c.audiences) {
             return Err(RejectReason::WrongAudience);
         }
 

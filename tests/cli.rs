@@ -146,6 +146,26 @@ fn cli_mint_then_verify_roundtrip_and_exit_codes() {
         "{why}"
     );
 
+    // A token for some audience, with no `audiences` configured: the answer says what to set.
+    let out = run(&[
+        "-c",
+        &path,
+        "mint",
+        "--sub",
+        "alice",
+        "--claim",
+        "aud=other-app",
+    ]);
+    let with_aud = text(&out.stdout).trim().to_owned();
+    let out = verify(&path, &with_aud, "alice", &[]);
+    assert_eq!(text(&out.stdout).trim(), "rejected: wrong_audience");
+    let why = text(&out.stderr);
+    assert!(
+        why.contains("token aud: \"other-app\"")
+            && why.contains("add the value meant for this homeserver to `audiences`"),
+        "{why}"
+    );
+
     // Token from standard input.
     let mut child = Command::new(BIN)
         .args([

@@ -165,6 +165,12 @@ fn details(
             format!("token iss: {}", shown(token.claim("iss"))),
             format!("expected: {}", config.issuer.as_deref().unwrap_or("(any)")),
         ],
+        R::WrongAudience if config.audiences.is_empty() => vec![
+            format!("token aud: {}", shown(token.claim("aud"))),
+            "accepted: none configured; a token that names an audience is accepted only when \
+             `audiences` lists it: add the value meant for this homeserver to `audiences`"
+                .to_owned(),
+        ],
         R::WrongAudience => vec![
             format!("token aud: {}", shown(token.claim("aud"))),
             format!("accepted: {}", config.audiences.join(", ")),
@@ -223,7 +229,10 @@ fn explain(reason: synapse_token_auth::RejectReason) -> &'static str {
         }
         R::TokenTooLarge => "the token is longer than 8 KiB",
         R::AlgorithmNotAllowed => "the header's `alg` is not in the configured `algorithm` list",
-        R::UnsupportedHeader => "the header has `crit`; no JWS extensions are supported",
+        R::UnsupportedHeader => {
+            "the header has `crit` or `b64` (no JWS extension is supported) or `cty: JWT` (nested \
+             tokens are not supported)"
+        }
         R::UnknownKeyId => {
             "the header's `kid` matches the `key_id` of no key that accepts the token's `alg`"
         }
@@ -236,7 +245,9 @@ fn explain(reason: synapse_token_auth::RejectReason) -> &'static str {
         R::NotYetValid => "`nbf` is in the future (beyond `leeway_seconds`)",
         R::IssuedInFuture => "`iat` is in the future (beyond `leeway_seconds`): check the clocks",
         R::WrongIssuer => "`iss` is missing or differs from the configured `issuer`",
-        R::WrongAudience => "`aud` names none of the configured `audiences`",
+        R::WrongAudience => {
+            "`aud` names none of the configured `audiences` (a token with `aud` needs `audiences`)"
+        }
         R::InvalidSubject => {
             "the subject claim is missing, not a string, or not a valid Matrix user"
         }
