@@ -3,6 +3,12 @@
 //! A key is loaded once, at start-up or reload, and checked against every configured algorithm
 //! then, so that a token can never pick an algorithm the key was not meant for (no HS/RS
 //! confusion: an RSA public key is never used as an HMAC secret).
+//!
+//! Keys an identity provider publishes (JWK Sets) are read by [`jwks`] and cached under the
+//! policy of [`cache`]; both are free of I/O.
+
+pub mod cache;
+pub mod jwks;
 
 use std::{
     fmt,
@@ -336,6 +342,14 @@ impl VerificationKey {
         let decoding = DecodingKey::from_jwk(jwk).map_err(|e| KeyError::NotPem {
             detail: e.to_string(),
         })?;
+        // As DER, an RSA key is checked (size, encoding) and verifies exactly as one from a PEM
+        // file does; jsonwebtoken would keep the bare components.
+        let decoding = match decoding.kind() {
+            jsonwebtoken::DecodingKeyKind::RsaModulusExponent { n, e } => {
+                DecodingKey::from_rsa_der(&rsa_public_key_der(n, e))
+            }
+            jsonwebtoken::DecodingKeyKind::SecretOrDer(_) => decoding,
+        };
         Ok(Self { decoding, key_type })
     }
 
@@ -511,6 +525,41 @@ fn rsa_modulus_bits(der: &[u8]) -> Option<usize> {
     let significant = &modulus[leading..];
     let first = significant.first()?;
     Some((significant.len() - 1) * 8 + (8 - first.leading_zeros() as usize))
+}
+
+/// DER of `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }` (RFC 8017
+/// appendix A.1.1) from the big-endian components of a JWK.
+fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
+    fn push_len(out: &mut Vec<u8>, len: usize) {
+        if len < 0x80 {
+            out.push(len as u8);
+        } else {
+            let bytes: Vec<u8> = len
+                .to_be_bytes()
+                .into_iter()
+                .skip_while(|b| *b == 0)
+                .collect();
+            out.push(0x80 | bytes.len() as u8);
+            out.extend(bytes);
+        }
+    }
+    fn integer(value: &[u8]) -> Vec<u8> {
+        let value = &value[value.iter().take_while(|b| **b == 0).count()..];
+        // A positive INTEGER whose first bit is set needs a leading zero octet.
+        let pad = value.first().is_none_or(|b| b & 0x80 != 0);
+        let mut out = vec![0x02];
+        push_len(&mut out, value.len() + usize::from(pad));
+        if pad {
+            out.push(0);
+        }
+        out.extend_from_slice(value);
+        out
+    }
+    let body = [integer(n), integer(e)].concat();
+    let mut out = vec![0x30];
+    push_len(&mut out, body.len());
+    out.extend(body);
+    out
 }
 
 fn raw_key_bytes(key: &DecodingKey) -> Option<&[u8]> {

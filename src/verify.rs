@@ -37,8 +37,11 @@ pub enum RejectReason {
     /// The header has a `crit` or `b64` parameter (no JWS extension is understood), or
     /// `cty: "JWT"` (a nested JWT).
     UnsupportedHeader,
-    /// `kid` does not name the configured key.
+    /// `kid` names no configured or published key that accepts the token's algorithm.
     UnknownKeyId,
+    /// The key source publishes no usable key: never fetched successfully, or the last good set
+    /// is older than the maximum staleness.
+    KeysUnavailable,
     /// The signature does not verify with the configured key.
     BadSignature,
     /// `exp`, `nbf` or `iat` is not a number.
@@ -82,6 +85,7 @@ impl RejectReason {
             Self::AlgorithmNotAllowed => "algorithm_not_allowed",
             Self::UnsupportedHeader => "unsupported_header",
             Self::UnknownKeyId => "unknown_key_id",
+            Self::KeysUnavailable => "keys_unavailable",
             Self::BadSignature => "bad_signature",
             Self::MalformedClaim => "malformed_claim",
             Self::MissingExpiry => "missing_expiry",
@@ -101,12 +105,13 @@ impl RejectReason {
     }
 
     /// Every reason, for documentation and tests.
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 21] = [
         Self::MalformedToken,
         Self::TokenTooLarge,
         Self::AlgorithmNotAllowed,
         Self::UnsupportedHeader,
         Self::UnknownKeyId,
+        Self::KeysUnavailable,
         Self::BadSignature,
         Self::MalformedClaim,
         Self::MissingExpiry,

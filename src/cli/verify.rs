@@ -236,6 +236,10 @@ fn explain(reason: synapse_token_auth::RejectReason) -> &'static str {
         R::UnknownKeyId => {
             "the header's `kid` matches the `key_id` of no key that accepts the token's `alg`"
         }
+        R::KeysUnavailable => {
+            "the key source has no usable keys: the identity provider could not be reached, or \
+             its last key set is older than the maximum staleness"
+        }
         R::BadSignature => {
             "the signature verifies with no configured key: wrong key or modified token"
         }
