@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod jwks;
+pub mod published;
 
 use std::{
     fmt,
@@ -108,7 +109,7 @@ pub fn encoding_key_from_pem_file(
 /// mistaken path (a log file, `/dev/zero`) from eating the daemon's memory.
 pub const MAX_KEY_FILE_BYTES: u64 = 1024 * 1024;
 
-fn read_file(path: &Path) -> Result<Vec<u8>, KeyError> {
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, KeyError> {
     use std::io::Read as _;
     let read_error = |source| KeyError::Read {
         path: path.to_owned(),

@@ -12,7 +12,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::{
-    config::{Config, TrustedKey},
+    config::Config,
+    keys::{
+        jwks::KeySet,
+        published::{FetchRequest, PublishedSource, RemoteDecision, RemoteKeys},
+    },
     subject::{self, UserError},
 };
 
@@ -171,12 +175,48 @@ pub struct Verdict {
 }
 
 /// A token whose signature verified: its header and algorithm, the still-encoded payload, and the
-/// key that verified it.
-struct Signed<'s, 't> {
+/// name of the key that verified it.
+struct Signed<'t> {
     header: Header,
     alg: Algorithm,
     payload_b64: &'t str,
-    key: &'s TrustedKey,
+    key: Arc<str>,
+}
+
+/// A compact JWS split into its parts, with its header read but not yet trusted.
+struct Parts<'t> {
+    header: Header,
+    header_b64: &'t str,
+    payload_b64: &'t str,
+    signature_b64: &'t str,
+    token: &'t str,
+}
+
+/// What a login needs next, when keys are fetched from an identity provider.
+#[derive(Debug)]
+pub enum Step {
+    /// The decision. With `refresh`, start that fetch in the background without waiting for it
+    /// (the cached keys are stale but still in use); report it with [`RemoteKeys::fetched`].
+    Done {
+        result: Result<Verdict, Rejection>,
+        refresh: Option<FetchRequest>,
+    },
+    /// This login fetches for everyone: carry out the request, report it with
+    /// [`RemoteKeys::fetched`] (and its `next` request, if any), then call [`Verifier::login`]
+    /// again.
+    Fetch(FetchRequest),
+    /// Another login's fetch is in flight: wait for it (at most its timeout), then call
+    /// [`Verifier::login`] again.
+    Wait,
+}
+
+impl Step {
+    fn done(result: Result<Verdict, Rejection>) -> Self {
+        Self::Done {
+            result,
+            refresh: None,
+        }
+    }
 }
 
 /// Why a token failed, with its header when that could be read (for the audit log).
@@ -255,6 +295,8 @@ impl<'de> Deserialize<'de> for StrictObject {
 #[derive(Debug, Clone)]
 pub struct Verifier {
     config: Config,
+    /// The name accepted logins give for a published key: it is the primary key source.
+    published_name: Arc<str>,
 }
 
 impl Verifier {
@@ -262,7 +304,10 @@ impl Verifier {
     #[must_use]
     pub fn new(config: Config) -> Self {
         crate::install_crypto_provider();
-        Self { config }
+        Self {
+            config,
+            published_name: Arc::from("primary"),
+        }
     }
 
     /// The policy this verifier enforces.
@@ -271,8 +316,19 @@ impl Verifier {
         &self.config
     }
 
+    /// The remote key source, whose fetches an adapter carries out.
+    #[must_use]
+    pub fn remote_keys(&self) -> Option<&Arc<RemoteKeys>> {
+        match self.config.published.as_ref().map(|p| &p.source) {
+            Some(PublishedSource::Remote(remote)) => Some(remote),
+            _ => None,
+        }
+    }
+
     /// Verifies `token` for a login as `identifier_user` (a localpart or a full user id) on the
-    /// homeserver `server_name`, at `now` seconds since the Unix epoch.
+    /// homeserver `server_name`, at `now` seconds since the Unix epoch, with the keys at hand:
+    /// it never asks for a fetch, so remote keys that were never fetched give `keys_unavailable`.
+    /// Logins with a remote key source go through [`Self::login`].
     pub fn verify(
         &self,
         token: &str,
@@ -280,10 +336,82 @@ impl Verifier {
         server_name: &str,
         now: u64,
     ) -> Result<Verdict, Rejection> {
-        let (signed, claims) = self.check_token(token).map_err(|(reason, header)| {
-            let (alg, kid) = header.map_or((None, None), |h| (Some(h.alg), h.kid));
-            Rejection { reason, alg, kid }
-        })?;
+        let parts = split(token).map_err(rejection)?;
+        let cached;
+        let published = match self.config.published.as_ref().map(|p| &p.source) {
+            None => None,
+            Some(PublishedSource::File { keys, .. }) => Some(&**keys),
+            Some(PublishedSource::Remote(remote)) => {
+                cached = remote.cached(now);
+                match &cached {
+                    Some(keys) => Some(&**keys),
+                    None if self.needs_published(&parts.header) => {
+                        return Err(rejection((
+                            RejectReason::KeysUnavailable,
+                            Some(parts.header),
+                        )));
+                    }
+                    None => None,
+                }
+            }
+        };
+        self.finish(parts, published, identifier_user, server_name, now)
+    }
+
+    /// Starts or continues a login: like [`Self::verify`], but a remote key source may ask for
+    /// a fetch first (the first login, an unknown `kid`) or in the background (stale keys).
+    pub fn login(&self, token: &str, identifier_user: &str, server_name: &str, now: u64) -> Step {
+        let Some(remote) = self.remote_keys() else {
+            return Step::done(self.verify(token, identifier_user, server_name, now));
+        };
+        let parts = match split(token) {
+            Ok(parts) => parts,
+            Err(failed) => return Step::done(Err(rejection(failed))),
+        };
+        if !self.needs_published(&parts.header) {
+            return Step::done(self.finish(parts, None, identifier_user, server_name, now));
+        }
+        match remote.decide(now, parts.header.kid.as_deref()) {
+            RemoteDecision::Verify { keys, refresh } => Step::Done {
+                result: self.finish(parts, Some(&keys), identifier_user, server_name, now),
+                refresh,
+            },
+            RemoteDecision::Fetch(request) => Step::Fetch(request),
+            RemoteDecision::Wait => Step::Wait,
+            RemoteDecision::Reject(reason) => {
+                Step::done(Err(rejection((reason, Some(parts.header)))))
+            }
+        }
+    }
+
+    /// Whether a token with this header may need the published keys: its algorithm is one of
+    /// theirs and its `kid` names no static key.
+    fn needs_published(&self, header: &Header) -> bool {
+        let Some(published) = &self.config.published else {
+            return false;
+        };
+        let fits = header
+            .alg
+            .parse::<Algorithm>()
+            .is_ok_and(|alg| published.algorithms.contains(&alg));
+        let kid = header.kid.as_deref();
+        fits && !self
+            .config
+            .keys
+            .iter()
+            .any(|k| kid.is_some() && k.key_id.as_deref() == kid)
+    }
+
+    /// Signature, claims and the verdict, with `published` keys beside the static ones.
+    fn finish(
+        &self,
+        parts: Parts<'_>,
+        published: Option<&KeySet>,
+        identifier_user: &str,
+        server_name: &str,
+        now: u64,
+    ) -> Result<Verdict, Rejection> {
+        let (signed, claims) = self.check_token(parts, published).map_err(rejection)?;
         let Signed {
             header, alg, key, ..
         } = signed;
@@ -300,12 +428,13 @@ impl Verifier {
         }
     }
 
-    /// Shape, header and signature, then the payload as a JSON object of claims.
+    /// Header and signature, then the payload as a JSON object of claims.
     fn check_token<'t>(
         &self,
-        token: &'t str,
-    ) -> Result<(Signed<'_, 't>, Map<String, Value>), Failed> {
-        let signed = self.check_signature(token)?;
+        parts: Parts<'t>,
+        published: Option<&KeySet>,
+    ) -> Result<(Signed<'t>, Map<String, Value>), Failed> {
+        let signed = self.check_signature(parts, published)?;
         let claims = URL_SAFE_NO_PAD
             .decode(signed.payload_b64)
             .ok()
@@ -319,87 +448,113 @@ impl Verifier {
     /// Checks only shape, header and signature, as a JWS: the payload need not be JWT claims.
     /// Conformance tests (Wycheproof JWS vectors) use this; logins use [`Self::verify`].
     pub fn verify_signature(&self, token: &str) -> Result<(), RejectReason> {
-        let signed = self.check_signature(token).map_err(|(reason, _)| reason)?;
+        let parts = split(token).map_err(|(reason, _)| reason)?;
+        let published = match self.config.published.as_ref().map(|p| &p.source) {
+            Some(PublishedSource::File { keys, .. }) => Some(&**keys),
+            _ => None,
+        };
+        let signed = self
+            .check_signature(parts, published)
+            .map_err(|(reason, _)| reason)?;
         URL_SAFE_NO_PAD
             .decode(signed.payload_b64)
             .map(drop)
             .map_err(|_| RejectReason::MalformedToken)
     }
 
-    fn check_signature<'t>(&self, token: &'t str) -> Result<Signed<'_, 't>, Failed> {
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err((RejectReason::TokenTooLarge, None));
-        }
-        let malformed = || (RejectReason::MalformedToken, None);
-        let mut parts = token.split('.');
-        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(malformed());
-        };
-        let header_json = URL_SAFE_NO_PAD
-            .decode(header_b64)
-            .map_err(|_| malformed())?;
-        let header = Header::parse(&header_json).ok_or_else(malformed)?;
-
+    fn check_signature<'t>(
+        &self,
+        parts: Parts<'t>,
+        published: Option<&KeySet>,
+    ) -> Result<Signed<'t>, Failed> {
+        let Parts {
+            header,
+            header_b64,
+            payload_b64,
+            signature_b64,
+            token,
+        } = parts;
         // Exactly the configured algorithms; `none` and unknown names never parse into one.
         let keys = &self.config.keys;
-        let Some(alg) = header
-            .alg
-            .parse::<Algorithm>()
-            .ok()
-            .filter(|alg| keys.iter().any(|k| k.algorithms.contains(alg)))
-        else {
+        let published_algorithms = self
+            .config
+            .published
+            .as_ref()
+            .map_or(&[][..], |p| &p.algorithms[..]);
+        let Some(alg) = header.alg.parse::<Algorithm>().ok().filter(|alg| {
+            keys.iter().any(|k| k.algorithms.contains(alg)) || published_algorithms.contains(alg)
+        }) else {
             return Err((RejectReason::AlgorithmNotAllowed, Some(header)));
         };
         if header.unsupported {
             return Err((RejectReason::UnsupportedHeader, Some(header)));
         }
 
+        let message_len = header_b64.len() + 1 + payload_b64.len();
+        let signed = &token.as_bytes()[..message_len];
+        match self.find_key(&header, alg, published, signed, signature_b64) {
+            Ok(key) => Ok(Signed {
+                header,
+                alg,
+                payload_b64,
+                key,
+            }),
+            Err(reason) => Err((reason, Some(header))),
+        }
+    }
+
+    /// The name of the key that verifies `signature_b64` over `signed`.
+    fn find_key(
+        &self,
+        header: &Header,
+        alg: Algorithm,
+        published: Option<&KeySet>,
+        signed: &[u8],
+        signature_b64: &str,
+    ) -> Result<Arc<str>, RejectReason> {
         // The keys this token may be signed with: bound to its algorithm, and to its `kid` when
-        // a key carries one. A `kid` naming a key selects that key alone.
+        // a key carries one. A `kid` naming a static key selects that key alone; published keys
+        // are selected by the set's own rules.
+        let keys = &self.config.keys;
         let kid = header.kid.as_deref();
         let named = keys
             .iter()
             .any(|k| kid.is_some() && k.key_id.as_deref() == kid);
-        let mut candidates = keys.iter().filter(|k| {
-            k.algorithms.contains(&alg)
-                && match k.key_id.as_deref() {
-                    Some(key_id) => Some(key_id) == kid,
-                    None => !named,
-                }
-        });
-        let Some(first) = candidates.next() else {
-            return Err((RejectReason::UnknownKeyId, Some(header)));
-        };
-
-        let message_len = header_b64.len() + 1 + payload_b64.len();
-        let signed = &token.as_bytes()[..message_len];
+        let static_keys = keys
+            .iter()
+            .filter(|k| {
+                k.algorithms.contains(&alg)
+                    && match k.key_id.as_deref() {
+                        Some(key_id) => Some(key_id) == kid,
+                        None => !named,
+                    }
+            })
+            .map(|k| (&k.key.decoding, &k.name));
+        let published_keys = published
+            .filter(|_| !named)
+            .into_iter()
+            .flat_map(|set| set.candidates(alg, kid))
+            .map(|k| (&k.key.decoding, &self.published_name));
+        let mut candidates = static_keys.chain(published_keys).peekable();
+        if candidates.peek().is_none() {
+            return Err(RejectReason::UnknownKeyId);
+        }
         // HMACs are compared by aws-lc's hmac::verify, in constant time.
-        let verifies = |key: &TrustedKey| {
-            matches!(
-                jsonwebtoken::crypto::verify(signature_b64, signed, &key.key.decoding, alg),
-                Ok(true)
-            )
-        };
-        let Some(key) = std::iter::once(first)
-            .chain(candidates)
-            .find(|key| verifies(key))
-        else {
-            return Err((RejectReason::BadSignature, Some(header)));
-        };
-        Ok(Signed {
-            header,
-            alg,
-            payload_b64,
-            key,
-        })
+        candidates
+            .find(|(decoding, _)| {
+                matches!(
+                    jsonwebtoken::crypto::verify(signature_b64, signed, decoding, alg),
+                    Ok(true)
+                )
+            })
+            .map(|(_, name)| Arc::clone(name))
+            .ok_or(RejectReason::BadSignature)
     }
 
     fn check_claims(
         &self,
         alg: Algorithm,
-        key: &TrustedKey,
+        key: Arc<str>,
         claims: &Map<String, Value>,
         identifier_user: &str,
         server_name: &str,
@@ -473,9 +628,42 @@ impl Verifier {
             update_displayname_on_login: c.update_displayname_on_login,
             alg: format!("{alg:?}"),
             kid: None,
-            key: Arc::clone(&key.name),
+            key,
         })
     }
+}
+
+/// Splits a compact JWS and reads its header, bounded in size before any work.
+fn split(token: &str) -> Result<Parts<'_>, Failed> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err((RejectReason::TokenTooLarge, None));
+    }
+    let malformed = || (RejectReason::MalformedToken, None);
+    let mut segments = token.split('.');
+    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) = (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) else {
+        return Err(malformed());
+    };
+    let header_json = URL_SAFE_NO_PAD
+        .decode(header_b64)
+        .map_err(|_| malformed())?;
+    let header = Header::parse(&header_json).ok_or_else(malformed)?;
+    Ok(Parts {
+        header,
+        header_b64,
+        payload_b64,
+        signature_b64,
+        token,
+    })
+}
+
+fn rejection((reason, header): Failed) -> Rejection {
+    let (alg, kid) = header.map_or((None, None), |h| (Some(h.alg), h.kid));
+    Rejection { reason, alg, kid }
 }
 
 /// A NumericDate claim (RFC 7519 section 2): a JSON number, possibly non-integer.

@@ -3,41 +3,10 @@
 
 mod common;
 
-use aws_lc_rs::rsa;
-use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use common::*;
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 use synapse_token_auth::keys::jwks::{IgnoredWhy, JwksError, KeySet, MAX_JWKS_BYTES, MAX_KEYS};
-
-fn der(name: &str) -> Vec<u8> {
-    pem::parse(key_pem(name)).expect("pem").into_contents()
-}
-
-fn rsa_jwk(name: &str, kid: &str) -> Value {
-    let key = rsa::PublicKey::from_der(&der(name)).expect("rsa spki");
-    json!({
-        "kty": "RSA",
-        "kid": kid,
-        "n": URL_SAFE_NO_PAD.encode(key.modulus().big_endian_without_leading_zero()),
-        "e": URL_SAFE_NO_PAD.encode(key.exponent().big_endian_without_leading_zero()),
-    })
-}
-
-fn p256_jwk(kid: &str) -> Value {
-    let spki = der("p256.pub");
-    let point = &spki[spki.len() - 64..];
-    json!({
-        "kty": "EC", "crv": "P-256", "kid": kid,
-        "x": URL_SAFE_NO_PAD.encode(&point[..32]),
-        "y": URL_SAFE_NO_PAD.encode(&point[32..]),
-    })
-}
-
-fn ed25519_jwk(kid: &str) -> Value {
-    let spki = der("ed25519.pub");
-    json!({ "kty": "OKP", "crv": "Ed25519", "kid": kid, "x": URL_SAFE_NO_PAD.encode(&spki[spki.len() - 32..]) })
-}
 
 fn with(mut jwk: Value, extra: Value) -> Value {
     jwk.as_object_mut()

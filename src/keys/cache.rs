@@ -153,15 +153,10 @@ impl KeySetCache {
 
     /// Decides for a login whose token names `kid` (or none), at `now`.
     pub fn decide(&mut self, now: u64, kid: Option<&str>) -> Decision {
-        let usable = self
-            .cached
-            .as_ref()
-            .filter(|c| now < c.fresh_until.saturating_add(self.policy.max_staleness));
-        let Some(cached) = usable else {
+        let Some(keys) = self.peek(now) else {
             return self.fetch_or(now, RejectReason::KeysUnavailable);
         };
-        let keys = Arc::clone(&cached.keys);
-        let stale = now >= cached.fresh_until;
+        let stale = self.cached.as_ref().is_none_or(|c| now >= c.fresh_until);
         if kid.is_some_and(|kid| !keys.has_kid(kid)) {
             return self.fetch_or(now, RejectReason::UnknownKeyId);
         }
@@ -170,6 +165,16 @@ impl KeySetCache {
             self.begin(now);
         }
         Decision::Verify { keys, refresh }
+    }
+
+    /// The set a login may use at `now` (fresh or within the maximum staleness), changing
+    /// nothing.
+    #[must_use]
+    pub fn peek(&self, now: u64) -> Option<Arc<KeySet>> {
+        self.cached
+            .as_ref()
+            .filter(|c| now < c.fresh_until.saturating_add(self.policy.max_staleness))
+            .map(|c| Arc::clone(&c.keys))
     }
 
     /// Records how the fetch that [`Self::decide`] asked for ended.
