@@ -76,7 +76,7 @@ echo "   OK"
 echo "7. $units_dir is what the configurations generate"
 generate_units "$work/units"
 if ! diff -r --no-dereference "$units_dir" "$work/units"; then
-  echo "FAILED: $units_dir differs from what nixos/offline/units.nix generates (above: - checked in, + generated)."
+  echo "FAILED: $units_dir differs from what nixos/offline/units.nix generates (above: < checked in, > generated)."
   echo "If the change is intended: nixos/offline/check.sh --update, then step 5 verifies the new units."
   exit 1
 fi

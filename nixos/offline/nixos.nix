@@ -340,6 +340,7 @@ let
         };
     in
     {
+      _file = "nixos/offline/nixos.nix, standing in for nixos/modules/misc/nixpkgs/read-only.nix";
       options.nixpkgs = {
         pkgs = mkOption { type = types.pkgs; };
         config = readOnly "config";

@@ -84,7 +84,11 @@ let
         pkgs = {
           callPackage = callPackageWith (final // python.pkgs);
           buildPythonPackage = a: stub "python3.13-${a.pname}-${a.version}" { };
+          toPythonModule = p: p;
+          pytest = tool "python3.13-pytest";
+          cryptography = tool "python3.13-cryptography";
         };
+        withPackages = f: stub "python3-env" { packages = map toString (f python.pkgs); };
       };
 
       synapseWrapper =
@@ -158,7 +162,10 @@ let
                   nixos.evalNixOS {
                     readOnlyPkgs = true;
                     modules = [
-                      node
+                      {
+                        _file = "runNixOSTest ${test.name}: nodes.${name}";
+                        imports = [ node ];
+                      }
                       (test.defaults or { })
                       { networking.hostName = lib.mkDefault name; }
                     ];
