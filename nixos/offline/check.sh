@@ -11,7 +11,8 @@
 # With a copy of nixpkgs' lib (NIXPKGS_LIB; for example a checkout of nix-community/nixpkgs.lib,
 # which no package registry carries):
 #   6. the module evaluates to the units and Synapse settings we expect, imported on its own
-#      with a read-only package set (nixos/offline/eval.nix)
+#      with a read-only package set (nixos/offline/eval.nix), and the README's NixOS example
+#      evaluates as pasted, with a database Synapse can use (nixos/offline/readme.nix)
 #   7. nixos/offline/units/ is what the module and the VM test's nodes generate today
 #      (nixos/offline/units.nix; `check.sh --update` rewrites it)
 #   8. the flake's outputs evaluate      (nix flake show / check --no-build, nixpkgs replaced by
@@ -71,6 +72,11 @@ trap 'rm -rf "$work"' EXIT
 
 echo "6. module evaluation with nixpkgs lib $(nix_quiet nix-instantiate --eval --expr "(import $lib/lib).version" | tr -d '"')"
 nix_quiet nix-instantiate --eval --strict nixos/offline/eval.nix --arg lib "import $lib/lib"
+# The README's NixOS example (the first ```nix block of its NixOS section), as pasted.
+awk '/^## NixOS/ { section = 1 } section && /^```nix/ { code = 1; next } code && /^```/ { exit } code' \
+  README.md >"$work/readme-example.nix"
+nix_quiet nix-instantiate --eval --strict nixos/offline/readme.nix --arg lib "import $lib/lib" \
+  --arg example "$work/readme-example.nix"
 echo "   OK"
 
 echo "7. $units_dir is what the configurations generate"

@@ -98,6 +98,10 @@ Before=selftest.socket')"; then
   echo "  self-test: a known ordering cycle is reported ($(grep -c 'ordering cycle' <<<"$out") messages)"
 fi
 
+[ $# -gt 0 ] || {
+  echo "verify-units: no unit directory given" >&2
+  exit 1
+}
 failed=0
 for dir in "$@"; do
   if out="$(verify "$dir")"; then
