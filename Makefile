@@ -38,7 +38,9 @@ test-rust:
 test-python:
 	./python-shim/run-tests.sh
 
-# Offline Nix checks: parse, deadnix, nixpkgs-fmt, module evaluation, flake outputs.
+# Offline Nix checks: parse, deadnix, nixpkgs-fmt, rust-version against the dependencies,
+# systemd-analyze verify on the generated units; with nixpkgs' lib (NIXPKGS_LIB) also module
+# evaluation, generated units up to date, flake outputs and the VM test's nodes.
 test-nix:
 	./nixos/offline/check.sh
 

@@ -65,17 +65,23 @@ in
   options.services.synapse-token-auth = {
     enable = mkEnableOption "the synapse-token-auth JWT verifier for Synapse";
 
+    # Both default to a build from `pkgs` itself, not from an overlay: the module then works
+    # imported on its own, and in systems whose package set is fixed and read-only
+    # (`pkgs.testers.runNixOSTest`, `nixpkgs.nixosModules.readOnlyPkgs`), where a module may not
+    # set `nixpkgs.overlays`.
     package = mkOption {
       type = types.package;
-      default = pkgs.synapse-token-auth;
-      defaultText = literalExpression "pkgs.synapse-token-auth";
+      default = pkgs.callPackage ./package.nix { };
+      defaultText = literalExpression "pkgs.callPackage ./package.nix { }";
       description = "The verifier daemon package (it also ships the systemd units).";
     };
 
     pythonPackage = mkOption {
       type = types.package;
-      default = pkgs.synapse-token-auth-python;
-      defaultText = literalExpression "pkgs.synapse-token-auth-python";
+      # The interpreter of the unwrapped Synapse: `services.matrix-synapse.package` is the wrapper,
+      # itself built from `services.matrix-synapse.plugins`, which this package is added to.
+      default = pkgs.matrix-synapse-unwrapped.python.pkgs.callPackage ./python-package.nix { };
+      defaultText = literalExpression "pkgs.matrix-synapse-unwrapped.python.pkgs.callPackage ./python-package.nix { }";
       description = ''
         The Synapse module, built with Synapse's Python. Added to
         {option}`services.matrix-synapse.plugins` when {option}`services.synapse-token-auth.configureSynapse` is set.
@@ -191,7 +197,7 @@ in
       description = ''
         Add the module to {option}`services.matrix-synapse.plugins` and
         {option}`services.matrix-synapse.settings.modules` (daemon mode, this socket), and start
-        Synapse after the socket.
+        Synapse and each of its {option}`services.matrix-synapse.workers` after the socket.
       '';
     };
 
@@ -337,10 +343,18 @@ in
           }
         ];
       };
-      systemd.services.matrix-synapse = {
-        wants = [ "synapse-token-auth.socket" ];
-        after = [ "synapse-token-auth.socket" ];
-      };
+      # The main process and every worker (nixpkgs names their units
+      # matrix-synapse-worker-<name>) load the module from the shared homeserver.yaml, and run the
+      # same wrapper, so the plugin is on all their paths; each connects to the socket.
+      systemd.services = lib.genAttrs
+        (
+          [ "matrix-synapse" ]
+          ++ map (name: "matrix-synapse-worker-${name}") (lib.attrNames config.services.matrix-synapse.workers)
+        )
+        (_: {
+          wants = [ "synapse-token-auth.socket" ];
+          after = [ "synapse-token-auth.socket" ];
+        });
     })
   ]);
 }
