@@ -20,6 +20,7 @@ use serde_json::Value;
 use crate::{
     Verifier,
     config::{ConfigError, Document, Origin, Problem, read_toml_file},
+    fetch::{Fetcher, FetcherError},
     systemd::{self, Listener},
 };
 
@@ -236,23 +237,61 @@ pub struct RejectBody {
     pub reason: crate::RejectReason,
 }
 
+/// A policy and, when its keys are published at a URL, the fetcher that carries out its fetches.
+#[derive(Debug)]
+pub struct Policy {
+    verifier: Verifier,
+    fetcher: Option<Fetcher>,
+}
+
+impl Policy {
+    /// The verifier for `config`, with an HTTPS client when its keys are fetched.
+    pub fn new(config: crate::Config) -> Result<Self, FetcherError> {
+        let verifier = Verifier::new(config);
+        let fetcher = verifier
+            .remote_keys()
+            .map(|r| Fetcher::new(r))
+            .transpose()?;
+        Ok(Self { verifier, fetcher })
+    }
+
+    /// Verifies a login, fetching published keys first when the cache asks for it.
+    pub async fn verify(
+        &self,
+        token: &str,
+        user: &str,
+        server_name: &str,
+    ) -> Result<crate::Verdict, crate::verify::Rejection> {
+        match &self.fetcher {
+            Some(fetcher) => {
+                fetcher
+                    .login(&self.verifier, token, user, server_name)
+                    .await
+            }
+            None => self
+                .verifier
+                .verify(token, user, server_name, crate::unix_now()),
+        }
+    }
+}
+
 /// State shared by all workers.
 #[derive(Debug)]
 pub struct Shared {
-    verifier: ArcSwap<Verifier>,
+    policy: ArcSwap<Policy>,
 }
 
 impl Shared {
     #[must_use]
-    pub fn new(verifier: Verifier) -> Arc<Self> {
+    pub fn new(policy: Policy) -> Arc<Self> {
         Arc::new(Self {
-            verifier: ArcSwap::from_pointee(verifier),
+            policy: ArcSwap::from_pointee(policy),
         })
     }
 
     /// Replaces the policy for all subsequent requests.
-    pub fn replace(&self, verifier: Verifier) {
-        self.verifier.store(Arc::new(verifier));
+    pub fn replace(&self, policy: Policy) {
+        self.policy.store(Arc::new(policy));
     }
 }
 
@@ -279,13 +318,11 @@ async fn verify(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
                 .json(serde_json::json!({ "error": format!("invalid request body: {err}") }));
         }
     };
-    let verifier = shared.verifier.load();
-    match verifier.verify(
-        &request.token,
-        &request.user,
-        &request.server_name,
-        crate::unix_now(),
-    ) {
+    let policy = shared.policy.load_full();
+    match policy
+        .verify(&request.token, &request.user, &request.server_name)
+        .await
+    {
         Ok(verdict) => {
             tracing::info!(
                 target: "synapse_token_auth::audit",
@@ -363,7 +400,9 @@ pub async fn run(
     config: DaemonConfig,
     listeners: Vec<(String, Listener)>,
 ) -> io::Result<()> {
-    let shared = Shared::new(Verifier::new(config.document.policy));
+    let policy =
+        Policy::new(config.document.policy).map_err(|e| io::Error::other(e.to_string()))?;
+    let shared = Shared::new(policy);
     let described: Vec<String> = listeners.iter().map(|(d, _)| d.clone()).collect();
     let app_shared = shared.clone();
     let mut server = HttpServer::new(move || App::new().configure(configure(app_shared.clone())))
@@ -420,14 +459,17 @@ pub async fn run(
 
 fn reload(shared: &Shared, path: &Path, status: &str) {
     systemd::notify_reloading();
-    match DaemonConfig::load(path) {
-        Ok(config) => {
-            shared.replace(Verifier::new(config.document.policy));
+    let policy = DaemonConfig::load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|config| Policy::new(config.document.policy).map_err(|e| e.to_string()));
+    match policy {
+        Ok(policy) => {
+            shared.replace(policy);
             tracing::info!(config = %path.display(), "configuration reloaded (listen and workers changes take effect on restart)");
         }
         Err(err) => {
             tracing::error!(
-                error = &err as &dyn std::error::Error,
+                error = %err,
                 "reload failed; still serving with the previous configuration"
             );
         }

@@ -4,7 +4,7 @@ use std::{io::Read as _, path::Path, process::ExitCode};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde_json::Value;
-use synapse_token_auth::{Config, RejectReason, Verifier, config::TrustedKey};
+use synapse_token_auth::{Config, RejectReason, Verifier, config::TrustedKey, fetch::Fetcher};
 
 #[derive(Debug, clap::Args)]
 pub struct Options {
@@ -37,7 +37,29 @@ pub fn run(config: &Path, options: &Options) -> ExitCode {
     };
     let verifier = Verifier::new(daemon.document.policy);
     let now = options.now.unwrap_or_else(synapse_token_auth::unix_now);
-    match verifier.verify(&token, &options.user, &options.server_name, now) {
+    let outcome = match verifier.remote_keys() {
+        // Keys published at a URL: fetched as the daemon would, once.
+        Some(remote) if options.now.is_none() => {
+            let fetched = Fetcher::new(remote)
+                .map_err(|e| e.to_string())
+                .and_then(|f| {
+                    super::block_on(f.login(&verifier, &token, &options.user, &options.server_name))
+                        .map_err(|e| e.to_string())
+                });
+            match fetched {
+                Ok(outcome) => {
+                    eprintln!("keys: fetched from {}", remote.location.describe());
+                    outcome
+                }
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    return super::exit(2);
+                }
+            }
+        }
+        _ => verifier.verify(&token, &options.user, &options.server_name, now),
+    };
+    match outcome {
         Ok(verdict) => {
             match serde_json::to_string_pretty(&verdict) {
                 Ok(json) => println!("{json}"),

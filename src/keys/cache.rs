@@ -218,6 +218,16 @@ impl KeySetCache {
         }
     }
 
+    /// Starts a fetch now if the cooldown and the single flight allow it (a tool's explicit
+    /// fetch, not a login's).
+    pub fn begin_fetch(&mut self, now: u64) -> bool {
+        let may = self.may_fetch(now);
+        if may {
+            self.begin(now);
+        }
+        may
+    }
+
     /// Whether a fetch is in flight at `now`.
     #[must_use]
     pub fn in_flight(&self, now: u64) -> bool {

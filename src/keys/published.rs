@@ -218,6 +218,15 @@ impl RemoteKeys {
         self.state().cache.peek(now)
     }
 
+    /// A fetch started now, if the cooldown allows: for `check-config` and other tools.
+    pub fn begin_fetch(&self, now: u64) -> Option<FetchRequest> {
+        let mut state = self.state();
+        state
+            .cache
+            .begin_fetch(now)
+            .then(|| self.first_request(&state))
+    }
+
     fn first_request(&self, state: &State) -> FetchRequest {
         match (&self.location, &state.jwks_uri) {
             (Location::KeySet(url), _) | (Location::Discovery { .. }, Some(url)) => {
