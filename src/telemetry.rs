@@ -26,8 +26,8 @@ pub fn init_daemon() {
         EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"))
     };
-    if stderr_is_journal() {
-        if let Ok(layer) = tracing_journald::layer() {
+    if stderr_is_journal()
+        && let Ok(layer) = tracing_journald::layer() {
             // tracing-journald's default puts INFO at "notice"; journalctl -p and syslog
             // conventions expect the audit lines at "info" and errors at "err".
             let priorities = tracing_journald::PriorityMappings {
@@ -44,7 +44,6 @@ pub fn init_daemon() {
                 .init();
             return;
         }
-    }
     init_stderr(filter());
 }
 

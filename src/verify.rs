@@ -575,11 +575,10 @@ impl Verifier {
         if numeric_date(claims, "iat")?.is_some_and(|iat| iat > now + leeway) {
             return Err(RejectReason::IssuedInFuture);
         }
-        if let Some(issuer) = &c.issuer {
-            if claims.get("iss").and_then(Value::as_str) != Some(issuer.as_str()) {
+        if let Some(issuer) = &c.issuer
+            && claims.get("iss").and_then(Value::as_str) != Some(issuer.as_str()) {
                 return Err(RejectReason::WrongIssuer);
             }
-        }
         // A present `aud` that does not name this recipient must be refused (RFC 7519 section
         // 4.1.3): without `audiences` nothing names it, so any `aud` is refused.
         let aud = claims.get("aud");
