@@ -11,7 +11,7 @@ use reqwest::header::{CACHE_CONTROL, CONTENT_LENGTH};
 use tokio::sync::Notify;
 
 use crate::{
-    RejectReason, Verdict, Verifier,
+    Verdict, Verifier,
     keys::published::{FetchAnswer, FetchRequest, RemoteKeys},
     verify::{Rejection, Step},
 };
@@ -74,37 +74,31 @@ impl Fetcher {
         let Some(remote) = verifier.remote_keys() else {
             return verifier.verify(token, user, server_name, crate::unix_now());
         };
-        // Three steps at most: fetch (or wait), then decide; the third covers a wait that ends
-        // in a fetch of our own.
-        for _ in 0..3 {
-            // Registered before asking, so that a fetch that ends in between still wakes us.
-            let done = self.done.notified();
-            tokio::pin!(done);
-            done.as_mut().enable();
-            match verifier.login(token, user, server_name, crate::unix_now()) {
-                Step::Done { result, refresh } => {
-                    if let Some(request) = refresh {
-                        // In the background: this login has its answer already.
-                        drop(self.spawn(Arc::clone(remote), request));
-                    }
-                    return result;
+        // Registered before asking, so that a fetch that ends in between still wakes us.
+        let done = self.done.notified();
+        tokio::pin!(done);
+        done.as_mut().enable();
+        match verifier.login(token, user, server_name, crate::unix_now()) {
+            Step::Done { result, refresh } => {
+                if let Some(request) = refresh {
+                    // In the background: this login has its answer already.
+                    drop(self.spawn(Arc::clone(remote), request));
                 }
-                Step::Fetch(request) => {
-                    // In a task of its own, so that a client that hangs up does not abandon a
-                    // fetch that other logins wait for.
-                    let _ = self.spawn(Arc::clone(remote), request).await;
-                }
-                Step::Wait => {
-                    let limit = Duration::from_secs(remote.policy.fetch_timeout + 1);
-                    let _ = tokio::time::timeout(limit, done).await;
-                }
+                return result;
+            }
+            Step::Fetch(request) => {
+                // In a task of its own, so that a client that hangs up does not abandon a
+                // fetch that other logins wait for.
+                let _ = self.spawn(Arc::clone(remote), request).await;
+            }
+            Step::Wait => {
+                let limit = Duration::from_secs(remote.policy.fetch_timeout + 1);
+                let _ = tokio::time::timeout(limit, done).await;
             }
         }
-        Err(Rejection {
-            reason: RejectReason::KeysUnavailable,
-            alg: None,
-            kid: None,
-        })
+        // With what the fetch brought: never a second fetch, so a login waits at most one
+        // fetch timeout.
+        verifier.verify(token, user, server_name, crate::unix_now())
     }
 
     fn spawn(&self, remote: Arc<RemoteKeys>, request: FetchRequest) -> tokio::task::JoinHandle<()> {

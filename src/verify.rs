@@ -202,11 +202,12 @@ pub enum Step {
         refresh: Option<FetchRequest>,
     },
     /// This login fetches for everyone: carry out the request, report it with
-    /// [`RemoteKeys::fetched`] (and its `next` request, if any), then call [`Verifier::login`]
-    /// again.
+    /// [`RemoteKeys::fetched`] (and its `next` request, if any), then decide with
+    /// [`Verifier::verify`], which never asks for another fetch: a login costs at most one
+    /// fetch timeout.
     Fetch(FetchRequest),
-    /// Another login's fetch is in flight: wait for it (at most its timeout), then call
-    /// [`Verifier::login`] again.
+    /// Another login's fetch is in flight: wait for it (at most its timeout and a second),
+    /// then decide with [`Verifier::verify`].
     Wait,
 }
 
@@ -576,9 +577,10 @@ impl Verifier {
             return Err(RejectReason::IssuedInFuture);
         }
         if let Some(issuer) = &c.issuer
-            && claims.get("iss").and_then(Value::as_str) != Some(issuer.as_str()) {
-                return Err(RejectReason::WrongIssuer);
-            }
+            && claims.get("iss").and_then(Value::as_str) != Some(issuer.as_str())
+        {
+            return Err(RejectReason::WrongIssuer);
+        }
         // A present `aud` that does not name this recipient must be refused (RFC 7519 section
         // 4.1.3): without `audiences` nothing names it, so any `aud` is refused.
         let aud = claims.get("aud");

@@ -91,8 +91,9 @@ def token_header(token: str) -> dict[str, Any]:
 class IdP:
     """One provider process. ``users`` are the accounts CIBA logs in, with extra token claims."""
 
-    def __init__(self, keys: list[dict[str, Any]], users: dict[str, dict] | None = None, port: int = 0,
-                 audience: str = "matrix") -> None:
+    def __init__(
+        self, keys: list[dict[str, Any]], users: dict[str, dict] | None = None, port: int = 0, audience: str = "matrix"
+    ) -> None:
         if not (IDP_DIR / "node_modules" / "oidc-provider").is_dir():
             raise RuntimeError(f"oidc-provider is not installed: run `npm ci` in {IDP_DIR}")
         self.dir = Path(tempfile.mkdtemp(prefix="idp-"))
@@ -102,10 +103,21 @@ class IdP:
             "users": users or {"alice": {}, "bob": {}},
             "jwks": {"keys": keys},
             "clients": [
-                {"client_id": CLIENT[0], "client_secret": CLIENT[1], "grant_types": ["client_credentials", CIBA],
-                 "backchannel_token_delivery_mode": "poll", "response_types": [], "redirect_uris": []},
-                {"client_id": RESOURCE_SERVER[0], "client_secret": RESOURCE_SERVER[1], "grant_types": [],
-                 "response_types": [], "redirect_uris": []},
+                {
+                    "client_id": CLIENT[0],
+                    "client_secret": CLIENT[1],
+                    "grant_types": ["client_credentials", CIBA],
+                    "backchannel_token_delivery_mode": "poll",
+                    "response_types": [],
+                    "redirect_uris": [],
+                },
+                {
+                    "client_id": RESOURCE_SERVER[0],
+                    "client_secret": RESOURCE_SERVER[1],
+                    "grant_types": [],
+                    "response_types": [],
+                    "redirect_uris": [],
+                },
             ],
         }
         self.start()
@@ -116,7 +128,10 @@ class IdP:
         with (self.dir / "stderr.log").open("a") as log:
             self.proc = subprocess.Popen(
                 [os.environ.get("IDP_NODE", "node"), str(IDP_DIR / "idp.mjs"), str(self.dir / "conf.json")],
-                stdout=subprocess.PIPE, stderr=log, text=True)
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
         assert self.proc.stdout is not None
         if not select.select([self.proc.stdout], [], [], 15)[0]:
             self.proc.kill()
@@ -136,8 +151,9 @@ class IdP:
         if self.proc.stdout:
             self.proc.stdout.close()
 
-    def _request(self, method: str, url: str, form: dict | None = None, body: Any = None,
-                 auth: tuple[str, str] | None = None) -> Any:
+    def _request(
+        self, method: str, url: str, form: dict | None = None, body: Any = None, auth: tuple[str, str] | None = None
+    ) -> Any:
         headers = {}
         data = None
         if form is not None:
@@ -157,15 +173,25 @@ class IdP:
 
     def user_token(self, user: str, resource: str = "urn:matrix:jwt:RS256") -> str:
         """A JWT access token for ``user`` (``sub``), through CIBA."""
-        started = self._request("POST", self.meta["backchannel_authentication_endpoint"], auth=CLIENT,
-                                form={"scope": "openid matrix:login", "login_hint": user, "resource": resource})
-        answer = self._request("POST", self.meta["token_endpoint"], auth=CLIENT,
-                               form={"grant_type": CIBA, "auth_req_id": started["auth_req_id"]})
+        started = self._request(
+            "POST",
+            self.meta["backchannel_authentication_endpoint"],
+            auth=CLIENT,
+            form={"scope": "openid matrix:login", "login_hint": user, "resource": resource},
+        )
+        answer = self._request(
+            "POST",
+            self.meta["token_endpoint"],
+            auth=CLIENT,
+            form={"grant_type": CIBA, "auth_req_id": started["auth_req_id"]},
+        )
         return answer["access_token"]
 
     def set_keys(self, keys: list[dict[str, Any]]) -> None:
-        """Swaps the keystore of the running provider (same port, issuer and stored tokens)."""
+        """Swaps the keystore of the running provider (same port, issuer and stored tokens); a
+        restart keeps it."""
         self._request("POST", self.issuer + "/__test/jwks", body={"keys": keys})
+        self._conf["jwks"] = {"keys": keys}
 
     def fault(self, path: str = "/jwks", mode: str = "500", **options: Any) -> None:
         """Makes ``path`` answer 500 / garbage / slow / hang / body=…; mode "off" heals it
@@ -175,4 +201,3 @@ class IdP:
     def requests(self, path: str = "/jwks") -> int:
         """How many requests ``path`` has had."""
         return int(self._request("GET", self.issuer + "/__test/requests").get(path, 0))
-

@@ -207,9 +207,10 @@ pub(super) fn parse_published(r: &mut Reader<'_>) -> Option<Published> {
         let max_bytes = usize::try_from(max_bytes).unwrap_or(DEFAULT_MAX_BYTES);
         let ca_file = r.non_empty_string("jwks_ca_file").map(PathBuf::from);
         if let Some(ca) = &ca_file
-            && let Err(e) = crate::keys::read_file(ca) {
-                r.problem("jwks_ca_file", e.to_string());
-            }
+            && let Err(e) = crate::keys::read_file(ca)
+        {
+            r.problem("jwks_ca_file", e.to_string());
+        }
         PublishedSource::Remote(Arc::new(RemoteKeys::new(
             location?,
             algorithms.clone(),

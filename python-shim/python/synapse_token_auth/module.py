@@ -19,6 +19,7 @@ from synapse.types import UserID
 
 from synapse_token_auth import config as config_module
 from synapse_token_auth.daemon_client import DaemonClient, DaemonUnavailableError
+from synapse_token_auth.published import KeyFetcher
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,12 @@ class TokenAuthenticator:
         self._api = api
         self._config = config
         self._daemon = DaemonClient(config.daemon, make_deferred_yieldable) if config.daemon is not None else None
+        # Keys published by an identity provider: fetched through Synapse's own HTTP client.
+        self._keys = (
+            KeyFetcher(config.verifier, api, make_deferred_yieldable)
+            if config.verifier is not None and config.verifier.fetches_keys
+            else None
+        )
         api.register_password_auth_provider_callbacks(auth_checkers={(LOGIN_TYPE, LOGIN_FIELDS): self.check_auth})
         if config.verifier is not None:
             logger.info("JWT login enabled (embedded verifier): %s", config.verifier.effective_config())
@@ -77,6 +84,8 @@ class TokenAuthenticator:
                     e,
                 )
                 return None
+        elif self._keys is not None:
+            verdict = await self._keys.verify(token, username, server_name)
         else:
             assert self._config.verifier is not None
             verdict = self._config.verifier.verify(token, username, server_name)
