@@ -171,15 +171,48 @@ let
         };
       }));
     "no key, or two keys, is refused" =
-      lib.any (lib.hasInfix "exactly one of secretFile and keyFile")
+      lib.any (lib.hasInfix "set exactly one key source")
         (failedAssertions (evaluate {
           services.synapse-token-auth.enable = true;
         }))
-      && lib.any (lib.hasInfix "exactly one of secretFile and keyFile") (failedAssertions (evaluate {
+      && lib.any (lib.hasInfix "set exactly one key source") (failedAssertions (evaluate {
         services.synapse-token-auth = {
           enable = true;
           secretFile = "/run/a";
           keyFile = "/run/b";
+        };
+      }));
+    "keys from an identity provider: no credential, RS256, and outbound network for a fetched set only" =
+      let
+        discovery = evaluate {
+          services.synapse-token-auth = {
+            enable = true;
+            settings.oidc_issuer = "https://idp.example.org/realms/x";
+            settings.audiences = [ "matrix" ];
+          };
+        };
+        file = evaluate {
+          services.synapse-token-auth = {
+            enable = true;
+            settings.jwks_file = "/etc/synapse-token-auth/jwks.json";
+          };
+        };
+        service = c: c.systemd.services.synapse-token-auth.serviceConfig;
+      in
+      failedAssertions discovery == [ ]
+      && failedAssertions file == [ ]
+      && (service discovery).LoadCredential == [ "" ]
+      && discovery.services.synapse-token-auth.settings.algorithm == "RS256"
+      && !(service discovery).PrivateNetwork
+      && (service discovery).IPAddressDeny == ""
+      && (service discovery).RestrictAddressFamilies == [ "AF_UNIX" "AF_INET" "AF_INET6" ]
+      && !((service file) ? PrivateNetwork)
+      && !((service base) ? PrivateNetwork)
+      && lib.any (lib.hasInfix "set exactly one key source") (failedAssertions (evaluate {
+        services.synapse-token-auth = {
+          enable = true;
+          secretFile = "/run/a";
+          settings.jwks_url = "https://idp.example.org/jwks";
         };
       }));
     "additional keys become credentials and additional_keys entries naming them" =
