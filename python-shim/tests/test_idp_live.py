@@ -42,7 +42,9 @@ def toml(settings: dict) -> str:
 class Setup:
     """A provider, a Synapse and, in daemon mode, the daemon between them."""
 
-    def __init__(self, mode: str, directory, keys: list[dict], start_provider: bool = True) -> None:
+    def __init__(
+        self, mode: str, directory, keys: list[dict], start_provider: bool = True, jwks_url: str | None = None
+    ) -> None:
         self.mode = mode
         self.keys = keys
         self.idp = IdP(keys)
@@ -50,6 +52,9 @@ class Setup:
             self.idp.stop()
         self.daemon = None
         settings = policy(self.idp.issuer)
+        if jwks_url:
+            del settings["oidc_issuer"]
+            settings.update(jwks_url=jwks_url, issuer=self.idp.issuer)
         if mode == "daemon":
             self.daemon = Daemon(directory, toml(settings))
             self.daemon.start()
@@ -285,6 +290,36 @@ def test_fresh_start_with_the_provider_down_fails_closed_then_recovers(tmp_path_
             assert status == 200, (mode, body)
         finally:
             s.close()
+
+
+class _Redirect(BaseHTTPRequestHandler):
+    target = ""
+
+    def do_GET(self):  # noqa: N802
+        self.send_response(302)
+        self.send_header("Location", type(self).target)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_key_set_behind_a_redirect_is_not_used(tmp_path_factory):
+    redirect = ThreadingHTTPServer(("127.0.0.1", 0), _Redirect)
+    threading.Thread(target=redirect.serve_forever, daemon=True).start()
+    try:
+        for mode in ("embedded", "daemon"):
+            url = f"http://localhost:{redirect.server_address[1]}/jwks"
+            s = Setup(mode, tmp_path_factory.mktemp(f"redirect-{mode}"), [new_key("RS256", "rsa-1")], jwks_url=url)
+            try:
+                _Redirect.target = s.idp.meta["jwks_uri"]  # another origin, with the real keys
+                s.assert_refused("bob", s.idp.user_token("bob"), "keys_unavailable")
+                assert "redirect" in s.fetch_log(), mode
+            finally:
+                s.close()
+    finally:
+        redirect.shutdown()
 
 
 def test_no_module_error_reached_synapse(setup):
