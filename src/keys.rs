@@ -102,7 +102,7 @@ pub fn encoding_key_from_pem_file(
 /// mistaken path (a log file, `/dev/zero`) from eating the daemon's memory.
 pub const MAX_KEY_FILE_BYTES: u64 = 1024 * 1024;
 
-fn read_file(path: &Path) -> Result<Vec<u8>, KeyError> {
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, KeyError> {
     use std::io::Read as _;
     let read_error = |source| KeyError::Read {
         path: path.to_owned(),
@@ -121,7 +121,7 @@ fn read_file(path: &Path) -> Result<Vec<u8>, KeyError> {
 }
 
 /// `echo secret > file` adds a newline nobody means as part of the secret.
-fn strip_newline(mut bytes: Vec<u8>) -> Vec<u8> {
+pub(crate) fn strip_newline(mut bytes: Vec<u8>) -> Vec<u8> {
     if bytes.last() == Some(&b'\n') {
         bytes.pop();
         if bytes.last() == Some(&b'\r') {
@@ -131,7 +131,7 @@ fn strip_newline(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
-fn credential_path(name: &str) -> Result<PathBuf, KeyError> {
+pub(crate) fn credential_path(name: &str) -> Result<PathBuf, KeyError> {
     if name.contains('/') || name == "." || name == ".." {
         return Err(KeyError::CredentialName {
             name: name.to_owned(),
