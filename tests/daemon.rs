@@ -504,7 +504,12 @@ fn daemon_keeps_the_socket_path_it_was_given_through_fd_exhaustion_and_sigterm()
             Ok(())
         });
     }
-    let mut activator = activator.spawn().expect("systemd-socket-activate (package `systemd`)");
+    // Killed when dropped, should an assertion fail.
+    let mut daemon = Daemon {
+        child: activator
+            .spawn()
+            .expect("systemd-socket-activate (package `systemd`)"),
+    };
     wait_for_path(&unix_path);
     login_resumes(&unix_path, &scratch);
     scratch.wait_for("READY=1");
@@ -526,10 +531,8 @@ fn daemon_keeps_the_socket_path_it_was_given_through_fd_exhaustion_and_sigterm()
     assert!(log.contains("accepting connections again"), "{log}");
 
     // SIGTERM: systemd-socket-activate has exec'd the daemon, so its pid is the daemon's.
-    // SAFETY: kill(2) on our own child's pid.
-    assert_eq!(unsafe { libc::kill(activator.id() as i32, libc::SIGTERM) }, 0);
-    let status = activator.wait().expect("wait");
-    assert_eq!(status.code(), Some(0), "{}", scratch.stderr());
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit(), Some(0), "{}", scratch.stderr());
     assert!(unix_path.exists(), "socket path removed on SIGTERM");
 }
 
@@ -584,7 +587,14 @@ fn daemon_answers_408_when_the_body_comes_too_slowly() {
         "connection closed after {elapsed:?}"
     );
     drop(stream);
+    // The dribbling stops when the daemon has closed the connection (EPIPE), after draining
+    // for at most 2 s.
     let _ = dribble.join();
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "connection held for {:?}",
+        started.elapsed()
+    );
     let r = verify_over_unix(&socket, &hs512(&live_claims("alice")), "alice");
     assert_eq!(r.status, 200);
 }

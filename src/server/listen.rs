@@ -33,7 +33,8 @@ use crate::systemd::Listener;
 /// Bytes read and thrown away after the response when a client is still sending (lingering
 /// close, RFC 9112 section 9.6), so that it reads the answer instead of a reset.
 const LINGER_MAX_BYTES: usize = 4 * 1024 * 1024;
-/// How long a closing connection may linger, flushing the answer and draining the request.
+/// How long a closing connection may linger, draining the request. actix-http bounds its own
+/// shutdown only after a keep-alive timeout, so [`Conn`] bounds the drain itself.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a stop waits for connections to finish before closing them.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -376,8 +377,14 @@ enum Stream {
 pub struct Conn {
     stream: Stream,
     clock: RequestClock,
-    /// `None` until shutdown starts; then the bytes drained so far.
-    drained: Option<usize>,
+    /// `None` until shutdown starts.
+    linger: Option<Linger>,
+}
+
+/// A closing connection: the bytes drained so far, and when draining ends.
+struct Linger {
+    drained: usize,
+    deadline: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl Conn {
@@ -385,7 +392,7 @@ impl Conn {
         Self {
             stream,
             clock: RequestClock::default(),
-            drained: None,
+            linger: None,
         }
     }
 
@@ -433,24 +440,31 @@ impl AsyncWrite for Conn {
     }
 
     /// Sends the end of the stream, then reads and discards what the client still sends until
-    /// it closes too, at most [`LINGER_MAX_BYTES`] (the dispatcher bounds the time). Closing
+    /// it closes too: at most [`LINGER_MAX_BYTES`] for at most [`DISCONNECT_TIMEOUT`]. Closing
     /// with unread data would make the kernel reset the connection, and a client that writes its
-    /// whole body before reading (413, 401) would see the reset instead of the answer.
+    /// whole body before reading (413, 401, 408) would see the reset instead of the answer.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.linger.is_none() {
+            ready!(self.as_mut().stream().poll_shutdown(cx))?;
+            self.linger = Some(Linger {
+                drained: 0,
+                deadline: Box::pin(tokio::time::sleep(DISCONNECT_TIMEOUT)),
+            });
+        }
         loop {
-            let Some(drained) = self.drained else {
-                ready!(self.as_mut().stream().poll_shutdown(cx))?;
-                self.drained = Some(0);
-                continue;
+            let Some(linger) = self.linger.as_mut() else {
+                return Poll::Ready(Ok(()));
             };
-            if drained >= LINGER_MAX_BYTES {
+            if linger.drained >= LINGER_MAX_BYTES || linger.deadline.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Ok(()));
             }
             let mut scratch = [0u8; 8192];
             let mut buf = ReadBuf::new(&mut scratch);
             match ready!(self.as_mut().stream().poll_read(cx, &mut buf)) {
                 Ok(()) if !buf.filled().is_empty() => {
-                    self.drained = Some(drained + buf.filled().len());
+                    if let Some(linger) = self.linger.as_mut() {
+                        linger.drained += buf.filled().len();
+                    }
                 }
                 // The client closed, or the connection broke: either way it is done.
                 Ok(()) | Err(_) => return Poll::Ready(Ok(())),
