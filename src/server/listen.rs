@@ -112,6 +112,44 @@ impl Workers {
     }
 }
 
+/// File descriptors kept free for everything but client connections (listeners, event loops,
+/// the journal, reloads).
+const RESERVED_FDS: u64 = 64;
+
+/// Raises the soft open-file limit to what `connections` need, within the hard limit, and warns
+/// when even that is too low: `accept` then fails with EMFILE before the connection cap is
+/// reached, and pauses until connections close.
+pub fn fit_file_limit(connections: usize) {
+    let needed = connections as u64 + RESERVED_FDS;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) } != 0 {
+        return;
+    }
+    if limit.rlim_cur < needed && limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: needed.min(limit.rlim_max),
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we own. It fails harmlessly where a seccomp filter
+        // forbids it (the shipped unit sets LimitNOFILE= instead).
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const raised) } == 0 {
+            limit = raised;
+        }
+    }
+    if limit.rlim_cur < needed {
+        tracing::warn!(
+            open_file_limit = limit.rlim_cur,
+            needed,
+            "the open-file limit is below server.workers × server.max_connections plus {RESERVED_FDS}; \
+             with that many clients, accept pauses until connections close (raise LimitNOFILE=)"
+        );
+    }
+}
+
 fn worker(
     listeners: Vec<(String, Listener)>,
     shared: &Arc<Shared>,

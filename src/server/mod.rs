@@ -328,6 +328,7 @@ pub async fn run(
         max_connections: config.server.max_connections,
         tls,
     };
+    listen::fit_file_limit(config.server.workers * config.server.max_connections);
     let workers = Workers::start(config.server.workers, &listeners, &shared, &settings).await?;
     // The workers hold their own copies; closing these never removes a socket path.
     drop(listeners);
