@@ -444,7 +444,11 @@ fn daemon_starts_under_systemd_socket_activate_on_first_connection() {
 fn wait_for_path(path: &std::path::Path) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !path.exists() {
-        assert!(std::time::Instant::now() < deadline, "{} never appeared", path.display());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -562,9 +566,7 @@ fn daemon_answers_408_when_the_body_comes_too_slowly() {
     scratch.wait_for("READY=1");
     let mut stream = unix_stream(&socket);
     stream
-        .write_all(
-            b"POST /v1/verify HTTP/1.1\r\nHost: localhost\r\nContent-Length: 200\r\n\r\n",
-        )
+        .write_all(b"POST /v1/verify HTTP/1.1\r\nHost: localhost\r\nContent-Length: 200\r\n\r\n")
         .expect("head");
     let started = std::time::Instant::now();
     let mut writer = stream.try_clone().expect("clone");
@@ -581,7 +583,10 @@ fn daemon_answers_408_when_the_body_comes_too_slowly() {
     let _ = stream.read_to_end(&mut answer);
     let elapsed = started.elapsed();
     let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?} after {elapsed:?}");
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "{answer:?} after {elapsed:?}"
+    );
     assert!(
         elapsed < Duration::from_secs(4),
         "connection closed after {elapsed:?}"
@@ -678,7 +683,8 @@ fn daemon_lets_a_client_that_sends_a_big_body_first_read_the_413() {
     let _daemon =
         scratch.spawn_activated(&[("verify", raw_fd(&unix)), ("verify-tcp", raw_fd(&tcp))]);
     scratch.wait_for("READY=1");
-    let with_length = "POST /v1/verify HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1048576\r\n\r\n";
+    let with_length =
+        "POST /v1/verify HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1048576\r\n\r\n";
     let answer = write_all_then_read(unix_stream(&unix_path), with_length);
     assert!(answer.starts_with("HTTP/1.1 413"), "unix: {answer:?}");
     let tcp_stream = std::net::TcpStream::connect(addr).expect("connect");

@@ -40,8 +40,8 @@ impl Pki {
     /// A new server certificate and its key, in PEM.
     fn server(&self) -> (String, String) {
         let key = KeyPair::generate().expect("key");
-        let params = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
-            .expect("params");
+        let params =
+            CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).expect("params");
         let cert = params.signed_by(&key, &self.issuer).expect("sign");
         (cert.pem(), key.serialize_pem())
     }
@@ -143,7 +143,8 @@ fn daemon_serves_tls_and_requires_the_client_token() {
     let seen = scratch.wait_for("READY=1");
     assert!(seen.concat().contains("(TLS)"), "{seen:?}");
     let body = verify_body(&hs512(&live_claims("alice")), "alice");
-    let post = |headers: &[&str]| tls_request(addr, &pki.ca, headers, "POST", "/v1/verify", &body).0;
+    let post =
+        |headers: &[&str]| tls_request(addr, &pki.ca, headers, "POST", "/v1/verify", &body).0;
 
     let ok = post(&[&bearer(CLIENT_TOKEN)]);
     assert_eq!(ok.status, 200, "{ok:?}\n{}", scratch.stderr());
@@ -220,7 +221,14 @@ fn daemon_reloads_certificate_and_client_token_on_sighup() {
     scratch.wait_for("READY=1");
     let body = verify_body(&hs512(&live_claims("alice")), "alice");
     let post = |token: &str| {
-        tls_request(addr, &pki.ca, &[&bearer(token)], "POST", "/v1/verify", &body)
+        tls_request(
+            addr,
+            &pki.ca,
+            &[&bearer(token)],
+            "POST",
+            "/v1/verify",
+            &body,
+        )
     };
     let (ok, presented) = post(CLIENT_TOKEN);
     assert_eq!(ok.status, 200, "{ok:?}");
@@ -273,7 +281,10 @@ fn daemon_refuses_plain_tcp_on_a_non_loopback_address() {
     write_material(&scratch, &pki, CLIENT_TOKEN);
     scratch.write_config(
         &tls_config(&scratch)
-            .replace("listen = [\"unix:/nonexistent/dir/verify.sock\"]", "listen = [\"0.0.0.0:0\"]")
+            .replace(
+                "listen = [\"unix:/nonexistent/dir/verify.sock\"]",
+                "listen = [\"0.0.0.0:0\"]",
+            )
             .replace("client_token_file", "# client_token_file"),
     );
     let mut daemon = scratch.spawn_configured();
@@ -352,6 +363,7 @@ impl<'a> Command<'a> {
     }
 
     fn spawn(&self) -> Daemon {
-        self.scratch.spawn_activated_with(&self.listeners, &self.env)
+        self.scratch
+            .spawn_activated_with(&self.listeners, &self.env)
     }
 }

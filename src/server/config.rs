@@ -330,7 +330,10 @@ fn tls_source(
         ("tls_key", server.tls_key.clone().map(FileSource::Path)),
         (
             "tls_key_credential",
-            server.tls_key_credential.clone().map(FileSource::Credential),
+            server
+                .tls_key_credential
+                .clone()
+                .map(FileSource::Credential),
         ),
     );
     let certificate_given =
@@ -361,10 +364,13 @@ fn client_token_source(
     server: &ServerSettings,
     problem: &mut impl FnMut(&str, String),
 ) -> Option<ClientTokenSource> {
-    let file = server.client_token_file.clone().map(|path| ClientTokenSource {
-        key: "client_token_file",
-        source: FileSource::Path(path),
-    });
+    let file = server
+        .client_token_file
+        .clone()
+        .map(|path| ClientTokenSource {
+            key: "client_token_file",
+            source: FileSource::Path(path),
+        });
     let credential = server
         .client_token_credential
         .clone()

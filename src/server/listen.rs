@@ -214,8 +214,9 @@ fn worker(
 async fn http_service(
     shared: Arc<Shared>,
     request_timeout: Duration,
-) -> io::Result<impl Service<(Conn, Option<std::net::SocketAddr>), Response = (), Error = impl std::fmt::Debug>>
-{
+) -> io::Result<
+    impl Service<(Conn, Option<std::net::SocketAddr>), Response = (), Error = impl std::fmt::Debug>,
+> {
     let app = App::new().configure(configure(shared));
     let factory = HttpServiceBuilder::<Conn, _>::default()
         .client_request_timeout(request_timeout)

@@ -62,7 +62,9 @@ impl VerifyRequest {
     /// of the three values in field order, which no client means to send.
     pub fn parse(body: &[u8]) -> Result<Self, String> {
         match serde_json::from_slice::<Value>(body) {
-            Ok(value @ Value::Object(_)) => serde_json::from_value(value).map_err(|e| e.to_string()),
+            Ok(value @ Value::Object(_)) => {
+                serde_json::from_value(value).map_err(|e| e.to_string())
+            }
             Ok(other) => Err(format!(
                 "expected a JSON object, found {}",
                 crate::config::kind(&other)
@@ -137,21 +139,26 @@ async fn read_body(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
-        return Err(error(HttpResponse::PayloadTooLarge(), "request body too large"));
+        return Err(error(
+            HttpResponse::PayloadTooLarge(),
+            "request body too large",
+        ));
     }
     let started = request
         .conn_data::<RequestClock>()
         .and_then(RequestClock::started)
         .unwrap_or_else(Instant::now);
     let deadline = tokio::time::Instant::from_std(started + shared.request_timeout);
-    match tokio::time::timeout_at(deadline, payload.to_bytes_limited(MAX_BODY_BYTES)).await
-    {
+    match tokio::time::timeout_at(deadline, payload.to_bytes_limited(MAX_BODY_BYTES)).await {
         Ok(Ok(Ok(body))) => Ok(body),
         Ok(Ok(Err(err))) => Err(error(
             HttpResponse::BadRequest(),
             &format!("cannot read the request body: {err}"),
         )),
-        Ok(Err(_)) => Err(error(HttpResponse::PayloadTooLarge(), "request body too large")),
+        Ok(Err(_)) => Err(error(
+            HttpResponse::PayloadTooLarge(),
+            "request body too large",
+        )),
         Err(_) => {
             tracing::info!(
                 timeout_ms = shared.request_timeout.as_millis(),
@@ -274,7 +281,10 @@ pub fn check_activated(
     for (name, listener) in listeners {
         if let Listener::Tcp(tcp) = listener {
             let addr = tcp.local_addr().map_err(|e| {
-                format!("cannot read the address of socket-activated fd {}: {e}", tcp.as_raw_fd())
+                format!(
+                    "cannot read the address of socket-activated fd {}: {e}",
+                    tcp.as_raw_fd()
+                )
             })?;
             if !addr.ip().is_loopback() {
                 return Err(plain_tcp_refused(

@@ -59,12 +59,7 @@ impl CertificateSource {
             .map_err(|e| (key_key, format!("not a PEM private key: {e}")))?;
         CertifiedKey::from_der(chain, key, &provider())
             .map(|key| LoadedCertificate(Arc::new(key)))
-            .map_err(|e| {
-                (
-                    key_key,
-                    format!("cannot be used with the certificate: {e}"),
-                )
-            })
+            .map_err(|e| (key_key, format!("cannot be used with the certificate: {e}")))
     }
 }
 
@@ -92,7 +87,9 @@ impl ResolvesServerCert for CertificateResolver {
 
 /// The rustls configuration of every TLS listener: HTTP/1.1 only, no client certificates
 /// (clients authenticate with the bearer token).
-pub fn server_config(resolver: Arc<CertificateResolver>) -> Result<Arc<ServerConfig>, rustls::Error> {
+pub fn server_config(
+    resolver: Arc<CertificateResolver>,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
