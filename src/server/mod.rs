@@ -5,6 +5,7 @@
 
 mod auth;
 mod config;
+mod conn;
 mod listen;
 mod tls;
 
@@ -28,9 +29,9 @@ use serde_json::Value;
 pub use self::{
     auth::ClientToken,
     config::{DaemonConfig, ListenAddr, ServerSettings, bind, plain_tcp_refused},
-    listen::RequestClock,
 };
 use self::{
+    conn::RequestClock,
     listen::{WorkerSettings, Workers},
     tls::CertificateResolver,
 };
