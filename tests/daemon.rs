@@ -350,15 +350,17 @@ fn daemon_disconnects_a_client_that_sends_its_request_too_slowly() {
 
 #[test]
 fn daemon_refuses_to_start_with_invalid_config() {
-    let scratch =
-        Scratch::new("secret = \"short\"\n[server]\nworkers = 0\nrequest_timeout_ms = 0\n");
+    let scratch = Scratch::new(
+        "secret = \"short\"\n[server]\nworkers = 0\nrequest_timeout_ms = 0\nmax_connections = 0\n",
+    );
     let mut daemon = scratch.spawn_configured();
     assert_eq!(daemon.wait_exit(), Some(1));
     let log = scratch.stderr();
     assert!(
         log.contains("secret")
             && log.contains("server.workers")
-            && log.contains("server.request_timeout_ms"),
+            && log.contains("server.request_timeout_ms")
+            && log.contains("server.max_connections"),
         "{log}"
     );
     assert!(!log.contains("\"short\""), "secret value echoed:\n{log}");
@@ -695,4 +697,40 @@ fn daemon_lets_a_client_that_sends_a_big_body_first_read_the_413() {
     assert!(answer.starts_with("HTTP/1.1 413"), "tcp: {answer:?}");
     let log = scratch.stderr();
     assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn daemon_holds_at_most_max_connections_per_worker() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("v.sock");
+    let scratch = Scratch::new(&unix_config(&socket, "max_connections = 2\n"));
+    let _daemon = scratch.spawn_configured();
+    scratch.wait_for("READY=1");
+    let idle: Vec<_> = (0..2).map(|_| unix_stream(&socket)).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // A third client waits in the backlog while two connections are open...
+    let mut third = unix_stream(&socket);
+    third
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut buf = [0u8; 64];
+    assert!(
+        third.read(&mut buf).is_err(),
+        "answered beyond max_connections"
+    );
+    // ...and is served as soon as one closes.
+    drop(idle);
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut answer = Vec::new();
+    let _ = third.read_to_end(&mut answer);
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"),
+        "{answer:?}"
+    );
 }
