@@ -219,12 +219,8 @@ impl DaemonConfig {
                 "must be between 1000 and 60000 milliseconds".into(),
             );
         }
-        let tls = tls_source(&server, &mut problem).and_then(|source| {
-            source
-                .load()
-                .map_err(|(key, message)| problem(key, message))
-                .ok()
-        });
+        let tls = tls_source(&server, &mut problem)
+            .and_then(|source| source.load().map_err(|p| problem(&p.key, p.message)).ok());
         let client_token = client_token_source(&server, &mut problem).and_then(|source| {
             super::auth::ClientToken::load(&source)
                 .map_err(|message| problem(source.key_path(), message))

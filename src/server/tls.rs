@@ -13,6 +13,7 @@ use rustls::{
 };
 
 use super::config::FileSource;
+use crate::config::Problem;
 
 /// Where the certificate chain and its key come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,8 +32,12 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 impl CertificateSource {
-    /// Reads and checks both files. The error names the configuration key and says why.
-    pub fn load(&self) -> Result<LoadedCertificate, (&'static str, String)> {
+    /// Reads and checks both files. The problem names the configuration key and says why.
+    pub fn load(&self) -> Result<LoadedCertificate, Problem> {
+        let problem = |key: &str, message: String| Problem {
+            key: key.to_owned(),
+            message,
+        };
         let certificate_key = match self.certificate {
             FileSource::Path(_) => "server.tls_certificate",
             FileSource::Credential(_) => "server.tls_certificate_credential",
@@ -44,22 +49,25 @@ impl CertificateSource {
         let pem = self
             .certificate
             .read()
-            .map_err(|e| (certificate_key, e.to_string()))?;
+            .map_err(|e| problem(certificate_key, e.to_string()))?;
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<_, _>>()
-            .map_err(|e| (certificate_key, format!("not a PEM certificate chain: {e}")))?;
+            .map_err(|e| problem(certificate_key, format!("not a PEM certificate chain: {e}")))?;
         if chain.is_empty() {
-            return Err((
+            return Err(problem(
                 certificate_key,
                 "holds no `CERTIFICATE` PEM block".to_owned(),
             ));
         }
-        let pem = self.key.read().map_err(|e| (key_key, e.to_string()))?;
+        let pem = self
+            .key
+            .read()
+            .map_err(|e| problem(key_key, e.to_string()))?;
         let key = PrivateKeyDer::from_pem_slice(&pem)
-            .map_err(|e| (key_key, format!("not a PEM private key: {e}")))?;
+            .map_err(|e| problem(key_key, format!("not a PEM private key: {e}")))?;
         CertifiedKey::from_der(chain, key, &provider())
             .map(|key| LoadedCertificate(Arc::new(key)))
-            .map_err(|e| (key_key, format!("cannot be used with the certificate: {e}")))
+            .map_err(|e| problem(key_key, format!("cannot be used with the certificate: {e}")))
     }
 }
 
