@@ -128,7 +128,7 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, KeyError> {
 }
 
 /// `echo secret > file` adds a newline nobody means as part of the secret.
-fn strip_newline(mut bytes: Vec<u8>) -> Vec<u8> {
+pub(crate) fn strip_newline(mut bytes: Vec<u8>) -> Vec<u8> {
     if bytes.last() == Some(&b'\n') {
         bytes.pop();
         if bytes.last() == Some(&b'\r') {
@@ -138,7 +138,7 @@ fn strip_newline(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
-fn credential_path(name: &str) -> Result<PathBuf, KeyError> {
+pub(crate) fn credential_path(name: &str) -> Result<PathBuf, KeyError> {
     if name.contains('/') || name == "." || name == ".." {
         return Err(KeyError::CredentialName {
             name: name.to_owned(),
