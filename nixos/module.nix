@@ -57,6 +57,21 @@ let
     )
     cfg.additionalKeys;
 
+  # TLS and the client token of the TCP listener, each a credential.
+  tlsSettings =
+    lib.optionalAttrs (cfg.tls.certificateFile != null) { tls_certificate_credential = "tls-certificate"; }
+    // lib.optionalAttrs (cfg.tls.keyFile != null) { tls_key_credential = "tls-key"; }
+    // lib.optionalAttrs (cfg.clientTokenFile != null) { client_token_credential = "client-token"; };
+  tlsCredentials =
+    optional (cfg.tls.certificateFile != null) "tls-certificate:${cfg.tls.certificateFile}"
+    ++ optional (cfg.tls.keyFile != null) "tls-key:${cfg.tls.keyFile}"
+    ++ optional (cfg.clientTokenFile != null) "client-token:${cfg.clientTokenFile}";
+  # Loopback: 127.0.0.0/8, [::1] and localhost, as the daemon decides.
+  tcpHost = if cfg.listenTcp == null then null else lib.head (lib.splitString ":" (lib.removePrefix "tcp:" cfg.listenTcp));
+  loopbackTcp =
+    cfg.listenTcp != null
+    && (lib.hasPrefix "127." tcpHost || lib.hasPrefix "[::1]" cfg.listenTcp || tcpHost == "localhost");
+
   configFile = format.generate "synapse-token-auth.toml" (
     cfg.settings
     // lib.optionalAttrs staticKey (credentialSetting credential cfg)
@@ -197,6 +212,37 @@ in
       '';
     };
 
+    tls = {
+      certificateFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/run/secrets/verifier-cert.pem";
+        description = ''
+          PEM certificate chain served on {option}`services.synapse-token-auth.listenTcp`
+          (TLS); delivered with `LoadCredential=` like the key. Required, with
+          {option}`services.synapse-token-auth.tls.keyFile` and
+          {option}`services.synapse-token-auth.clientTokenFile`, when `listenTcp` is not a
+          loopback address. The Synapse hosts trust its CA with `verifier.ca_file`.
+        '';
+      };
+      keyFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/run/secrets/verifier-key.pem";
+        description = "PEM private key of {option}`services.synapse-token-auth.tls.certificateFile`.";
+      };
+    };
+
+    clientTokenFile = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/run/secrets/verifier-client-token";
+      description = ''
+        File holding the bearer token every Synapse process must send (`verifier.client_token_file`
+        in its module config); requests without it get 401. Delivered with `LoadCredential=`.
+      '';
+    };
+
     openFirewall = mkOption {
       type = types.bool;
       default = false;
@@ -311,6 +357,25 @@ in
           assertion = cfg.openFirewall -> cfg.listenTcp != null;
           message = "services.synapse-token-auth.openFirewall needs services.synapse-token-auth.listenTcp.";
         }
+        {
+          assertion =
+            cfg.listenTcp != null && !loopbackTcp
+            -> cfg.tls.certificateFile != null && cfg.tls.keyFile != null && cfg.clientTokenFile != null;
+          message = ''
+            services.synapse-token-auth.listenTcp = "${toString cfg.listenTcp}" is not a loopback address: login
+            tokens would cross the network in clear text and anyone could ask for verdicts. Set
+            services.synapse-token-auth.tls.certificateFile, services.synapse-token-auth.tls.keyFile and
+            services.synapse-token-auth.clientTokenFile (the daemon refuses to start without them).
+          '';
+        }
+        {
+          assertion = (cfg.tls.certificateFile != null) == (cfg.tls.keyFile != null);
+          message = "services.synapse-token-auth.tls: set both certificateFile and keyFile, or neither.";
+        }
+        {
+          assertion = !lib.any isStorePath [ cfg.tls.keyFile cfg.clientTokenFile ];
+          message = "services.synapse-token-auth.tls.keyFile and clientTokenFile must not point into the Nix store.";
+        }
       ];
 
       systemd.packages = [ cfg.package ];
@@ -338,7 +403,8 @@ in
           ];
           LoadCredential = [ "" ]
             ++ optional staticKey (loadCredential credential cfg)
-            ++ lib.imap0 (i: loadCredential (additionalCredential i)) cfg.additionalKeys;
+            ++ lib.imap0 (i: loadCredential (additionalCredential i)) cfg.additionalKeys
+            ++ tlsCredentials;
         }
         # The same as dist/systemd/synapse-token-auth.service.d/fetch-keys.conf: outbound HTTPS
         # and DNS for a key set the daemon fetches, and only then.
@@ -359,7 +425,10 @@ in
         (lib.toInt (lib.last (lib.splitString ":" cfg.listenTcp)))
       ];
 
-      services.synapse-token-auth.settings.server.listen = mkDefault [ "unix:${cfg.socket}" ];
+      services.synapse-token-auth.settings.server = {
+        listen = mkDefault [ "unix:${cfg.socket}" ];
+      }
+      // tlsSettings;
     }
 
     (mkIf cfg.configureSynapse {

@@ -182,6 +182,33 @@ let
           keyFile = "/run/b";
         };
       }));
+    "a TCP listener beyond loopback needs TLS and a client token, which become credentials" =
+      let
+        open = extra: evaluate {
+          services.synapse-token-auth = {
+            enable = true;
+            secretFile = "/run/secrets/jwt";
+            listenTcp = "0.0.0.0:8009";
+          } // extra;
+        };
+        secured = open {
+          tls.certificateFile = "/run/secrets/cert.pem";
+          tls.keyFile = "/run/secrets/key.pem";
+          clientTokenFile = "/run/secrets/token";
+        };
+      in
+      lib.any (lib.hasInfix "tls.certificateFile, services.synapse-token-auth.tls.keyFile") (failedAssertions (open { }))
+      && failedAssertions secured == [ ]
+      && secured.systemd.services.synapse-token-auth.serviceConfig.LoadCredential == [
+        ""
+        "jwt-secret:/run/secrets/jwt"
+        "tls-certificate:/run/secrets/cert.pem"
+        "tls-key:/run/secrets/key.pem"
+        "client-token:/run/secrets/token"
+      ]
+      && secured.services.synapse-token-auth.settings.server.tls_key_credential == "tls-key"
+      && secured.services.synapse-token-auth.settings.server.client_token_credential == "client-token"
+      && failedAssertions tcp == [ ];
     "keys from an identity provider: no credential, RS256, and outbound network for a fetched set only" =
       let
         discovery = evaluate {
