@@ -176,17 +176,20 @@ impl TrustedKey {
             KeySource::SecretCredential(n) | KeySource::KeyfileCredential(n) => n.clone().into(),
         };
         out.insert(self.source.config_key().into(), key);
-        let algorithms: Vec<Value> = self
-            .algorithms
-            .iter()
-            .map(|a| Value::String(format!("{a:?}")))
-            .collect();
-        out.insert("algorithm".into(), algorithms.into());
+        out.insert("algorithm".into(), algorithm_names(&self.algorithms));
         if let Some(kid) = &self.key_id {
             out.insert("key_id".into(), kid.clone().into());
         }
         Value::Object(out)
     }
+}
+
+/// Algorithms as the configuration names them, for `check-config`.
+fn algorithm_names(algorithms: &[Algorithm]) -> Value {
+    algorithms
+        .iter()
+        .map(|a| Value::String(format!("{a:?}")))
+        .collect()
 }
 
 /// Where a configuration came from, for error messages.

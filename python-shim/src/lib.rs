@@ -30,6 +30,18 @@ struct PyVerifier {
     release_gil: bool,
 }
 
+impl PyVerifier {
+    /// Runs a verification, letting other Python threads run meanwhile when it is slow enough
+    /// to be worth releasing the GIL.
+    fn run<T: Send>(&self, py: Python<'_>, work: impl FnOnce() -> T + Send) -> T {
+        if self.release_gil {
+            py.detach(work)
+        } else {
+            work()
+        }
+    }
+}
+
 #[pymethods]
 impl PyVerifier {
     /// Validates `config_json` (the module config as JSON) and loads the key.
@@ -67,20 +79,15 @@ impl PyVerifier {
         now: Option<u64>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let now = now.unwrap_or_else(synapse_token_auth::unix_now);
-        let run = || self.inner.verify(token, user, server_name, now);
-        let outcome = if self.release_gil {
-            py.detach(run)
-        } else {
-            run()
-        };
+        let outcome = self.run(py, || self.inner.verify(token, user, server_name, now));
         verdict_dict(py, outcome)
     }
 
     /// Starts or continues a login whose keys may have to be fetched first (`jwks_url`,
     /// `oidc_issuer`). Returns `("done", verdict, refresh)` with `refresh` a `FetchRequest` to
     /// carry out in the background or None; `("fetch", request)`: carry it out, report it with
-    /// `fetched`, then call `login` again; or `("wait", None)`: another login fetches, wait for it
-    /// (at most its timeout), then call `login` again.
+    /// `fetched`, then decide with `verify`; or `("wait", None)`: another login fetches, wait
+    /// for it (at most its timeout and a second), then decide with `verify`.
     #[pyo3(signature = (token, user, server_name, now = None))]
     fn login<'py>(
         &self,
@@ -91,13 +98,7 @@ impl PyVerifier {
         now: Option<u64>,
     ) -> PyResult<Bound<'py, PyTuple>> {
         let now = now.unwrap_or_else(synapse_token_auth::unix_now);
-        let run = || self.inner.login(token, user, server_name, now);
-        let step = if self.release_gil {
-            py.detach(run)
-        } else {
-            run()
-        };
-        match step {
+        match self.run(py, || self.inner.login(token, user, server_name, now)) {
             Step::Done { result, refresh } => {
                 let refresh = refresh.map(|inner| PyFetchRequest { inner });
                 (intern(py, "done"), verdict_dict(py, result)?, refresh).into_pyobject(py)

@@ -6,7 +6,7 @@ use std::{path::PathBuf, sync::Arc};
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
-use super::{Reader, parse_algorithms};
+use super::{Reader, algorithm_names, parse_algorithms};
 use crate::keys::{
     KeyType,
     cache::CachePolicy,
@@ -77,12 +77,7 @@ impl Published {
                 }
             }
         }
-        let algorithms: Vec<Value> = self
-            .algorithms
-            .iter()
-            .map(|a| Value::String(format!("{a:?}")))
-            .collect();
-        out.insert("algorithm".into(), algorithms.into());
+        out.insert("algorithm".into(), algorithm_names(&self.algorithms));
         out
     }
 
