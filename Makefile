@@ -38,7 +38,9 @@ test-rust:
 test-python:
 	./python-shim/run-tests.sh
 
-# Offline Nix checks: parse, deadnix, nixpkgs-fmt, module evaluation, flake outputs.
+# Offline Nix checks: parse, deadnix, nixpkgs-fmt, rust-version against the dependencies,
+# systemd-analyze verify on the generated units; with nixpkgs' lib (NIXPKGS_LIB) also module
+# evaluation, generated units up to date, flake outputs and the VM test's nodes.
 test-nix:
 	./nixos/offline/check.sh
 
@@ -57,7 +59,7 @@ bench:
 # Coverage-guided fuzzing (cargo-fuzz, libFuzzer; `cargo install cargo-fuzz`). cargo-fuzz passes
 # sanitizer flags that only nightly compilers take; RUSTC_BOOTSTRAP lets the stable one accept them.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS = verify_token verify_signed_claims config
+FUZZ_TARGETS = verify_token verify_signed_claims config jwks
 
 fuzz:
 	cd fuzz && for target in $(FUZZ_TARGETS); do \

@@ -11,24 +11,26 @@
         "x86_64-linux"
         "aarch64-linux"
       ];
-      forAllSystems = f: lib.genAttrs systems (system: f (nixpkgs.legacyPackages.${system}.extend self.overlays.default));
+      forAllSystems = f: lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
+      # Built with Synapse's own Python, so that it lands on Synapse's interpreter.
+      pythonShim = pkgs: pkgs.matrix-synapse-unwrapped.python.pkgs.callPackage ./nixos/python-package.nix { };
     in
     {
+      # For those who want the packages in their own package set; the NixOS module does not
+      # need it (and must not set nixpkgs.overlays: see nixos/module.nix).
       overlays.default = final: _prev: {
         synapse-token-auth = final.callPackage ./nixos/package.nix { };
-        # Built with Synapse's own Python, so that it lands on Synapse's interpreter.
-        synapse-token-auth-python = final.matrix-synapse-unwrapped.python.pkgs.callPackage ./nixos/python-package.nix { };
+        synapse-token-auth-python = pythonShim final;
       };
 
-      packages = forAllSystems (pkgs: {
-        default = pkgs.synapse-token-auth;
-        inherit (pkgs) synapse-token-auth;
-        python-shim = pkgs.synapse-token-auth-python;
+      packages = forAllSystems (pkgs: rec {
+        default = synapse-token-auth;
+        synapse-token-auth = pkgs.callPackage ./nixos/package.nix { };
+        python-shim = pythonShim pkgs;
       });
 
       nixosModules.default = {
         imports = [ ./nixos/module.nix ];
-        nixpkgs.overlays = [ self.overlays.default ];
       };
 
       # Every nixos/tests/<name>.nix is a VM test; the packages build (and run their tests) too.
@@ -47,27 +49,34 @@
         tests // self.packages.${pkgs.stdenv.hostPlatform.system}
       );
 
+      # What `make test` needs: the Rust toolchain; Synapse's Python with venv and pip (the Python
+      # tests install the wheel, Synapse and pytest into a fresh virtualenv, and
+      # python-shim/tools.sh its own maturin and ruff; both are here too for direct use);
+      # systemd-socket-activate and unshare for the daemon's tests; the Nix checks' tools.
       devShells = forAllSystems (pkgs: {
         default = pkgs.mkShell {
-          inputsFrom = [ pkgs.synapse-token-auth ];
+          inputsFrom = [ self.packages.${pkgs.stdenv.hostPlatform.system}.synapse-token-auth ];
           packages = [
             pkgs.cargo
             pkgs.clippy
             pkgs.rustfmt
             pkgs.maturin
+            pkgs.ruff
             pkgs.oha
-            # A Python that can import Synapse, for the module's tests.
-            (pkgs.matrix-synapse-unwrapped.python.withPackages (ps: [
-              (ps.toPythonModule pkgs.matrix-synapse-unwrapped)
-              ps.pytest
-              ps.cryptography
-            ]))
+            pkgs.matrix-synapse-unwrapped.python
+            pkgs.systemd
+            pkgs.util-linux
             pkgs.deadnix
             pkgs.nixpkgs-fmt
+            pkgs.nixfmt
           ];
+          # pip's manylinux wheels (Synapse's Rust extension, cryptography) expect libgcc_s and
+          # libstdc++ on the loader's path.
+          env.LD_LIBRARY_PATH = lib.makeLibraryPath [ pkgs.stdenv.cc.cc.lib ];
         };
       });
 
-      formatter = forAllSystems (pkgs: pkgs.nixpkgs-fmt);
+      # nixfmt (RFC 166 style), nixpkgs' own formatter.
+      formatter = forAllSystems (pkgs: pkgs.nixfmt);
     };
 }

@@ -21,15 +21,17 @@ ours="$work/venv-ours"; original="$work/venv-original"
   "matrix-synapse==1.163.2" "synapse-token-authenticator==0.14.1"; }
 "$ours/bin/pip" install -q --force-reinstall --no-deps "$wheel"
 
-echo "== 1/4 criterion: Verifier::verify against jsonwebtoken::decode"
-cargo bench --locked --manifest-path "$root/Cargo.toml" --bench verify -- --noplot 2>&1 | grep -E "^verify/|time:" | paste - - | awk '{print $1, $5, $6}'
-echo "== 2/4 from Python: ours, PyJWT, authlib, jwcrypto"
+echo "== 1/5 criterion: Verifier::verify against jsonwebtoken::decode; JWKS-cached keys against PEM files"
+cargo bench --locked --manifest-path "$root/Cargo.toml" --bench verify -- --noplot 2>&1 | grep -E "^(verify|published)/|time:" | paste - - | awk '{print $1, $5, $6}'
+echo "== 2/5 from Python: ours, PyJWT, authlib, jwcrypto"
 "$ours/bin/python" "$root/benches/python_verify.py" --keys "$root/tests/fixtures/keys" --json "$work/python.json"
-echo "== 3/4 verifier daemon under load"
+echo "== 3/5 verifier daemon under load"
 python3 "$root/benches/daemon_load.py" --bin "$bin" --json "$work/daemon.json"
-echo "== 4/4 end-to-end logins through Synapse"
+echo "== 4/5 end-to-end logins through Synapse"
 "$ours/bin/python" "$root/benches/e2e_login.py" --python-ours "$ours/bin/python" \
   --python-original "$original/bin/python" --bin "$bin" --json "$work/e2e.json"
+echo "== 5/5 keys from a real OpenID provider: the first login's fetch, an unknown-kid storm"
+"$ours/bin/python" "$root/benches/idp_keys.py" --bin "$bin" --json "$work/idp_keys.json"
 "$ours/bin/python" "$root/benches/report.py" --out "$out" --criterion "$target/criterion" \
   --python "$work/python.json" --daemon "$work/daemon.json" --e2e "$work/e2e.json" \
   --synapse-version "$("$ours/bin/python" -c 'import synapse; print(synapse.__version__.split()[0])')"

@@ -3,6 +3,9 @@
 //! deserialising the claims), so the overhead of the policy layer is read off one run.
 //!
 //! `cargo bench --bench verify`; target: HS512 verify within 1.5x of the plain decode.
+//!
+//! The `published` group: a login whose key comes from a cached JWK Set (`Verifier::login` with
+//! the cache's lock and key selection) beside the same key from a PEM file; target ratio 1.05.
 
 use std::{hint::black_box, path::PathBuf, time::Duration};
 
@@ -115,5 +118,78 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+/// The same key from a PEM file and from a fetched, cached JWK Set.
+fn bench_published(c: &mut Criterion) {
+    use synapse_token_auth::{keys::published::FetchAnswer, verify::Step};
+    synapse_token_auth::install_crypto_provider();
+    let now = synapse_token_auth::unix_now();
+    let claims = json!({ "sub": "alice", "exp": now + 3600, "iat": now, "displayname": "Alice" });
+    let mut group = c.benchmark_group("published");
+    group.warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(2));
+    let cases = [
+        (
+            Algorithm::RS256,
+            "rsa.pub",
+            "rsa.key",
+            common::rsa_jwk("rsa.pub", "k1"),
+        ),
+        (
+            Algorithm::ES256,
+            "p256.pub",
+            "p256.key",
+            common::p256_jwk("k1"),
+        ),
+        (
+            Algorithm::EdDSA,
+            "ed25519.pub",
+            "ed25519.key",
+            common::ed25519_jwk("k1"),
+        ),
+    ];
+    for (alg, public, private, jwk) in cases {
+        let name = format!("{alg:?}");
+        let mut header = Header::new(alg);
+        header.kid = Some("k1".into());
+        let token = common::sign_with_header(header, private, &claims);
+        let pem =
+            common::verifier(json!({ "keyfile": common::key_path(public), "algorithm": name }));
+        let jwks = common::verifier(
+            json!({ "jwks_url": "https://idp.example.org/jwks", "algorithm": name }),
+        );
+        // Fill the cache as an adapter would.
+        let Step::Fetch(request) = jwks.login(&token, "alice", "example.org", now) else {
+            panic!("expected a fetch")
+        };
+        let body = json!({ "keys": [jwk] }).to_string().into_bytes();
+        let remote = jwks.remote_keys().expect("remote");
+        let answer = FetchAnswer::Response {
+            status: 200,
+            cache_control: None,
+            body,
+        };
+        assert!(remote.fetched(&request, now, answer).ok);
+        assert!(matches!(
+            jwks.login(&token, "alice", "example.org", now),
+            Step::Done {
+                result: Ok(_),
+                refresh: None
+            }
+        ));
+        pem.verify(&token, "alice", "example.org", now)
+            .expect("pem");
+        group.bench_function(format!("{name}/pem-file"), |b| {
+            b.iter(|| pem.verify(black_box(&token), "alice", "example.org", now));
+        });
+        group.bench_function(format!("{name}/jwks-cached"), |b| {
+            b.iter(|| jwks.login(black_box(&token), "alice", "example.org", now));
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_published);
 criterion_main!(benches);

@@ -35,6 +35,17 @@ let
 
   credential = if cfg.secretFile != null then "jwt-secret" else "jwt-key";
 
+  # Keys an identity provider publishes: no secret to deliver, and for a fetched source the
+  # daemon needs outbound HTTPS and DNS.
+  publishedSources = [
+    "jwks_url"
+    "oidc_issuer"
+    "jwks_file"
+  ];
+  published = lib.any (k: cfg.settings ? ${k}) publishedSources;
+  fetchesKeys = cfg.settings ? jwks_url || cfg.settings ? oidc_issuer;
+  staticKey = cfg.secretFile != null || cfg.keyFile != null;
+
   # Keys trusted beside the main one (a rotation), each its own credential.
   additionalCredential = i: "jwt-additional-${toString i}";
   additionalKeySettings = lib.imap0
@@ -48,7 +59,7 @@ let
 
   configFile = format.generate "synapse-token-auth.toml" (
     cfg.settings
-    // credentialSetting credential cfg
+    // lib.optionalAttrs staticKey (credentialSetting credential cfg)
     // lib.optionalAttrs (cfg.additionalKeys != [ ]) { additional_keys = additionalKeySettings; }
   );
 
@@ -65,17 +76,23 @@ in
   options.services.synapse-token-auth = {
     enable = mkEnableOption "the synapse-token-auth JWT verifier for Synapse";
 
+    # Both default to a build from `pkgs` itself, not from an overlay: the module then works
+    # imported on its own, and in systems whose package set is fixed and read-only
+    # (`pkgs.testers.runNixOSTest`, `nixpkgs.nixosModules.readOnlyPkgs`), where a module may not
+    # set `nixpkgs.overlays`.
     package = mkOption {
       type = types.package;
-      default = pkgs.synapse-token-auth;
-      defaultText = literalExpression "pkgs.synapse-token-auth";
+      default = pkgs.callPackage ./package.nix { };
+      defaultText = literalExpression "pkgs.callPackage ./package.nix { }";
       description = "The verifier daemon package (it also ships the systemd units).";
     };
 
     pythonPackage = mkOption {
       type = types.package;
-      default = pkgs.synapse-token-auth-python;
-      defaultText = literalExpression "pkgs.synapse-token-auth-python";
+      # The interpreter of the unwrapped Synapse: `services.matrix-synapse.package` is the wrapper,
+      # itself built from `services.matrix-synapse.plugins`, which this package is added to.
+      default = pkgs.matrix-synapse-unwrapped.python.pkgs.callPackage ./python-package.nix { };
+      defaultText = literalExpression "pkgs.matrix-synapse-unwrapped.python.pkgs.callPackage ./python-package.nix { }";
       description = ''
         The Synapse module, built with Synapse's Python. Added to
         {option}`services.matrix-synapse.plugins` when {option}`services.synapse-token-auth.configureSynapse` is set.
@@ -89,8 +106,10 @@ in
       description = ''
         File holding the HMAC secret (HS256/384/512). Read at run time by systemd with
         `LoadCredential=` and handed to the daemon only; never copied into the Nix store, and the
-        daemon's `DynamicUser` need not be able to read the original path. Exactly one of this and
-        {option}`services.synapse-token-auth.keyFile` must be set.
+        daemon's `DynamicUser` need not be able to read the original path. Exactly one key source
+        is set: this, {option}`services.synapse-token-auth.keyFile`, or keys an identity provider
+        publishes (`settings.oidc_issuer`, `settings.jwks_url` or `settings.jwks_file`; the
+        daemon then gets outbound network access for the first two, and nothing else changes).
       '';
     };
 
@@ -191,7 +210,7 @@ in
       description = ''
         Add the module to {option}`services.matrix-synapse.plugins` and
         {option}`services.matrix-synapse.settings.modules` (daemon mode, this socket), and start
-        Synapse after the socket.
+        Synapse and each of its {option}`services.matrix-synapse.workers` after the socket.
       '';
     };
 
@@ -216,7 +235,8 @@ in
         options = {
           algorithm = mkOption {
             type = types.either types.str (types.listOf types.str);
-            default = "HS512";
+            default = if published then "RS256" else "HS512";
+            defaultText = literalExpression ''"HS512", or "RS256" with keys an identity provider publishes'';
             description = "Accepted algorithm(s); each must fit the key.";
           };
           allow_registration = mkOption {
@@ -246,8 +266,17 @@ in
     {
       assertions = [
         {
-          assertion = (cfg.secretFile != null) != (cfg.keyFile != null);
-          message = "services.synapse-token-auth: set exactly one of secretFile and keyFile.";
+          assertion =
+            lib.length
+              (lib.filter (x: x) [
+                (cfg.secretFile != null)
+                (cfg.keyFile != null)
+                published
+              ]) == 1;
+          message = ''
+            services.synapse-token-auth: set exactly one key source: secretFile, keyFile, or one of
+            settings.${lib.concatStringsSep ", settings." publishedSources} (keys an identity provider publishes).
+          '';
         }
         {
           assertion = lib.all (k: !(cfg.settings ? ${k})) keySources;
@@ -307,11 +336,20 @@ in
             ""
             "${lib.getExe cfg.package} --config ${configFile} serve"
           ];
-          LoadCredential = [
-            ""
-            (loadCredential credential cfg)
-          ]
-          ++ lib.imap0 (i: loadCredential (additionalCredential i)) cfg.additionalKeys;
+          LoadCredential = [ "" ]
+            ++ optional staticKey (loadCredential credential cfg)
+            ++ lib.imap0 (i: loadCredential (additionalCredential i)) cfg.additionalKeys;
+        }
+        # The same as dist/systemd/synapse-token-auth.service.d/fetch-keys.conf: outbound HTTPS
+        # and DNS for a key set the daemon fetches, and only then.
+        // lib.optionalAttrs fetchesKeys {
+          PrivateNetwork = false;
+          RestrictAddressFamilies = [
+            "AF_UNIX"
+            "AF_INET"
+            "AF_INET6"
+          ];
+          IPAddressDeny = "";
         };
       };
 
@@ -337,10 +375,18 @@ in
           }
         ];
       };
-      systemd.services.matrix-synapse = {
-        wants = [ "synapse-token-auth.socket" ];
-        after = [ "synapse-token-auth.socket" ];
-      };
+      # The main process and every worker (nixpkgs names their units
+      # matrix-synapse-worker-<name>) load the module from the shared homeserver.yaml, and run the
+      # same wrapper, so the plugin is on all their paths; each connects to the socket.
+      systemd.services = lib.genAttrs
+        (
+          [ "matrix-synapse" ]
+          ++ map (name: "matrix-synapse-worker-${name}") (lib.attrNames config.services.matrix-synapse.workers)
+        )
+        (_: {
+          wants = [ "synapse-token-auth.socket" ];
+          after = [ "synapse-token-auth.socket" ];
+        });
     })
   ]);
 }

@@ -1,6 +1,7 @@
 # The verifier daemon and CLI, with the systemd units installed under lib/systemd/system so that
-# NixOS runs the same unit files the system test runs under systemd-nspawn.
-{ lib, rustPlatform, coreutils }:
+# NixOS runs the same unit files the system test runs under systemd-nspawn. ExecReload's kill is
+# util-linux's, as in nixpkgs' own service modules (coreutils is not always built with kill).
+{ lib, rustPlatform, util-linux }:
 
 let
   source = import ./source.nix { inherit lib; };
@@ -29,8 +30,9 @@ rustPlatform.buildRustPackage {
     install -Dm644 -t $out/lib/systemd/system dist/systemd/synapse-token-auth.socket dist/systemd/synapse-token-auth.service
     substituteInPlace $out/lib/systemd/system/synapse-token-auth.service \
       --replace-fail /usr/bin/synapse-token-auth $out/bin/synapse-token-auth \
-      --replace-fail /bin/kill ${coreutils}/bin/kill
-    install -Dm644 -t $out/share/doc/synapse-token-auth examples/config.toml
+      --replace-fail /bin/kill ${util-linux}/bin/kill
+    install -Dm644 -t $out/share/doc/synapse-token-auth examples/config.toml \
+      dist/systemd/synapse-token-auth.service.d/fetch-keys.conf
   '';
 
   meta = {

@@ -19,6 +19,10 @@ use serde_json::{Map, Value};
 
 use crate::keys::{KeySource, KeyType, VerificationKey};
 
+mod published;
+
+pub use published::Published;
+
 /// Default accepted algorithm, as in the original module.
 pub const DEFAULT_ALGORITHM: Algorithm = Algorithm::HS512;
 /// Default clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
@@ -61,7 +65,10 @@ fn key_entry_keys() -> impl Iterator<Item = &'static str> {
 
 /// Every key of the policy.
 fn policy_keys() -> impl Iterator<Item = &'static str> {
-    key_entry_keys().chain(POLICY_ONLY_KEYS.iter().copied())
+    key_entry_keys()
+        .chain(POLICY_ONLY_KEYS.iter().copied())
+        .chain(published::PUBLISHED_SOURCES.iter().copied())
+        .chain(published::remote_only_keys())
 }
 
 fn known_keys(keys: impl Iterator<Item = &'static str>) -> String {
@@ -95,15 +102,19 @@ pub struct TrustedKey {
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The keys that verify signatures: the primary key first, then `additional_keys` (during a
-    /// key rotation). Never empty.
+    /// key rotation). Empty only when the primary key source is `published`.
     pub keys: Vec<TrustedKey>,
+    /// The primary key source when an identity provider publishes the keys (`jwks_url`,
+    /// `oidc_issuer`, `jwks_file`).
+    pub published: Option<Published>,
     /// Reject tokens without `exp`.
     pub require_expiry: bool,
     /// Tolerated clock skew for `exp`, `nbf` and `iat`, in seconds.
     pub leeway_seconds: u64,
     /// Required `iss`, when set.
     pub issuer: Option<String>,
-    /// Accepted `aud` values; when non-empty the token must name one of them.
+    /// Accepted `aud` values; when non-empty the token must name one of them, when empty the
+    /// token must carry no `aud`.
     pub audiences: Vec<String>,
     /// Whether a valid token for an unknown user creates the account.
     pub allow_registration: bool,
@@ -123,8 +134,12 @@ impl Config {
     #[must_use]
     pub fn redacted(&self) -> Value {
         let mut keys = self.keys.iter().map(TrustedKey::redacted);
-        let Some(Value::Object(mut out)) = keys.next() else {
-            return Value::Null;
+        let mut out = match &self.published {
+            Some(published) => published.redacted(),
+            None => match keys.next() {
+                Some(Value::Object(out)) => out,
+                _ => return Value::Null,
+            },
         };
         let additional: Vec<Value> = keys.collect();
         if !additional.is_empty() {
@@ -478,7 +493,25 @@ fn parse_policy(
         r.problem(&key, message);
     }
 
-    let primary = parse_key(&mut r, "primary");
+    // The primary key: published by an identity provider, or a secret or key file.
+    let published_given = published::PUBLISHED_SOURCES
+        .iter()
+        .any(|k| map.contains_key(*k));
+    let (primary, published) = if published_given {
+        if let Some(key) = KEY_SOURCES.iter().find(|k| map.contains_key(**k)) {
+            r.problem(
+                key,
+                "only one key source may be set: a secret or key file, or a published key set \
+                 (`jwks_url`, `oidc_issuer`, `jwks_file`); older keys go in `additional_keys`",
+            );
+        }
+        (Some(None), published::parse_published(&mut r).map(Some))
+    } else {
+        for key in published::remote_only_keys().filter(|k| map.contains_key(*k)) {
+            r.problem(key, "only for `jwks_url` or `oidc_issuer`");
+        }
+        (parse_key(&mut r, "primary").map(Some), Some(None))
+    };
     let additional = parse_additional_keys(&mut r);
     let require_expiry = match (r.bool("require_expiry"), r.bool("require_expiracy")) {
         (Some(a), Some(b)) if a != b => {
@@ -498,7 +531,7 @@ fn parse_policy(
             format!("{leeway_seconds} is more than the maximum of {MAX_LEEWAY_SECONDS} (one day)"),
         );
     }
-    let issuer = r.non_empty_string("issuer");
+    let mut issuer = r.non_empty_string("issuer");
     let audiences = r.strings("audiences").unwrap_or_default();
     if audiences.iter().any(String::is_empty) {
         r.problem("audiences", "must not contain an empty string");
@@ -515,10 +548,21 @@ fn parse_policy(
         .unwrap_or_else(|| "admin".into());
     let update_displayname_on_login = r.bool("update_displayname_on_login").unwrap_or(true);
 
-    let (Some(primary), Some(additional)) = (primary, additional) else {
+    let (Some(primary), Some(published), Some(additional)) = (primary, published, additional)
+    else {
         return None;
     };
-    let mut keys = vec![primary];
+    // With discovery the provider's issuer is the one tokens must name.
+    if let Some(discovered) = published.as_ref().and_then(Published::issuer) {
+        match &issuer {
+            Some(configured) if configured != discovered => r.problem(
+                "issuer",
+                format!("`{configured}` differs from `oidc_issuer`; remove `issuer`"),
+            ),
+            _ => issuer = Some(discovered.to_owned()),
+        }
+    }
+    let mut keys: Vec<TrustedKey> = primary.into_iter().collect();
     keys.extend(additional);
     for (i, key) in keys.iter().enumerate() {
         let Some(kid) = &key.key_id else { continue };
@@ -531,6 +575,7 @@ fn parse_policy(
     }
     Some(Config {
         keys,
+        published,
         require_expiry,
         leeway_seconds,
         issuer,

@@ -3,6 +3,13 @@
 //! A key is loaded once, at start-up or reload, and checked against every configured algorithm
 //! then, so that a token can never pick an algorithm the key was not meant for (no HS/RS
 //! confusion: an RSA public key is never used as an HMAC secret).
+//!
+//! Keys an identity provider publishes (JWK Sets) are read by [`jwks`] and cached under the
+//! policy of [`cache`]; both are free of I/O.
+
+pub mod cache;
+pub mod jwks;
+pub mod published;
 
 use std::{
     fmt,
@@ -102,7 +109,7 @@ pub fn encoding_key_from_pem_file(
 /// mistaken path (a log file, `/dev/zero`) from eating the daemon's memory.
 pub const MAX_KEY_FILE_BYTES: u64 = 1024 * 1024;
 
-fn read_file(path: &Path) -> Result<Vec<u8>, KeyError> {
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, KeyError> {
     use std::io::Read as _;
     let read_error = |source| KeyError::Read {
         path: path.to_owned(),
@@ -121,7 +128,7 @@ fn read_file(path: &Path) -> Result<Vec<u8>, KeyError> {
 }
 
 /// `echo secret > file` adds a newline nobody means as part of the secret.
-fn strip_newline(mut bytes: Vec<u8>) -> Vec<u8> {
+pub(crate) fn strip_newline(mut bytes: Vec<u8>) -> Vec<u8> {
     if bytes.last() == Some(&b'\n') {
         bytes.pop();
         if bytes.last() == Some(&b'\r') {
@@ -131,7 +138,7 @@ fn strip_newline(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
-fn credential_path(name: &str) -> Result<PathBuf, KeyError> {
+pub(crate) fn credential_path(name: &str) -> Result<PathBuf, KeyError> {
     if name.contains('/') || name == "." || name == ".." {
         return Err(KeyError::CredentialName {
             name: name.to_owned(),
@@ -336,6 +343,14 @@ impl VerificationKey {
         let decoding = DecodingKey::from_jwk(jwk).map_err(|e| KeyError::NotPem {
             detail: e.to_string(),
         })?;
+        // As DER, an RSA key is checked (size, encoding) and verifies exactly as one from a PEM
+        // file does; jsonwebtoken would keep the bare components.
+        let decoding = match decoding.kind() {
+            jsonwebtoken::DecodingKeyKind::RsaModulusExponent { n, e } => {
+                DecodingKey::from_rsa_der(&rsa_public_key_der(n, e))
+            }
+            jsonwebtoken::DecodingKeyKind::SecretOrDer(_) => decoding,
+        };
         Ok(Self { decoding, key_type })
     }
 
@@ -511,6 +526,41 @@ fn rsa_modulus_bits(der: &[u8]) -> Option<usize> {
     let significant = &modulus[leading..];
     let first = significant.first()?;
     Some((significant.len() - 1) * 8 + (8 - first.leading_zeros() as usize))
+}
+
+/// DER of `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }` (RFC 8017
+/// appendix A.1.1) from the big-endian components of a JWK.
+fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
+    fn push_len(out: &mut Vec<u8>, len: usize) {
+        if len < 0x80 {
+            out.push(len as u8);
+        } else {
+            let bytes: Vec<u8> = len
+                .to_be_bytes()
+                .into_iter()
+                .skip_while(|b| *b == 0)
+                .collect();
+            out.push(0x80 | bytes.len() as u8);
+            out.extend(bytes);
+        }
+    }
+    fn integer(value: &[u8]) -> Vec<u8> {
+        let value = &value[value.iter().take_while(|b| **b == 0).count()..];
+        // A positive INTEGER whose first bit is set needs a leading zero octet.
+        let pad = value.first().is_none_or(|b| b & 0x80 != 0);
+        let mut out = vec![0x02];
+        push_len(&mut out, value.len() + usize::from(pad));
+        if pad {
+            out.push(0);
+        }
+        out.extend_from_slice(value);
+        out
+    }
+    let body = [integer(n), integer(e)].concat();
+    let mut out = vec![0x30];
+    push_len(&mut out, body.len());
+    out.extend(body);
+    out
 }
 
 fn raw_key_bytes(key: &DecodingKey) -> Option<&[u8]> {

@@ -3,7 +3,8 @@
 //! The library is the verification core shared by the verifier daemon and the Python module
 //! Synapse loads: a [`config::Document`] validates the policy and loads the key once, and a
 //! [`Verifier`] checks each login token against it, returning a [`Verdict`] or a [`Rejection`]
-//! with a stable reason code. Nothing here does I/O at verification time.
+//! with a stable reason code. Nothing here does I/O at verification time: keys that an identity provider publishes are
+//! fetched by the callers, when [`Verifier::login`] asks for it.
 //!
 //! With the default `daemon` feature the crate also builds the `synapse-token-auth` binary
 //! (socket-activated HTTP verifier and admin CLI).
@@ -13,6 +14,8 @@ pub mod keys;
 mod subject;
 pub mod verify;
 
+#[cfg(feature = "daemon")]
+pub mod fetch;
 #[cfg(feature = "daemon")]
 pub mod server;
 #[cfg(feature = "daemon")]

@@ -22,6 +22,14 @@ pub enum Listener {
 }
 
 impl Listener {
+    /// Another handle on the same listening socket, for another worker.
+    pub fn try_clone(&self) -> io::Result<Self> {
+        match self {
+            Self::Unix(l) => l.try_clone().map(Self::Unix),
+            Self::Tcp(l) => l.try_clone().map(Self::Tcp),
+        }
+    }
+
     /// A short description for logs and `STATUS=`.
     #[must_use]
     pub fn describe(&self) -> String {
@@ -168,19 +176,31 @@ pub fn notify_stopping() {
     notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
 }
 
-/// Unblocks the signals the daemon is controlled with. systemd starts services with an empty
-/// signal mask, but other supervisors and shells may exec us with SIGTERM or SIGHUP blocked, which
-/// would leave a daemon that ignores `stop` and `reload`. Call before any thread is spawned:
-/// threads inherit the mask.
+/// Blocks the signals the daemon is controlled with (SIGHUP, SIGINT, SIGTERM) until
+/// [`unblock_control_signals`]: one that arrives during start-up stays pending instead of taking
+/// its default action (SIGHUP would kill the process) and reaches the handlers once they exist.
+/// Call before any thread is spawned: threads inherit the mask.
+pub fn block_control_signals() {
+    set_control_signals(libc::SIG_BLOCK);
+}
+
+/// Unblocks the control signals once their handlers are installed. Also needed when the
+/// process was started with them blocked: systemd starts services with an empty signal mask, but
+/// other supervisors and shells may exec us with SIGTERM or SIGHUP blocked, which would leave a
+/// daemon that ignores `stop` and `reload`. Threads spawned afterwards inherit the mask.
 pub fn unblock_control_signals() {
+    set_control_signals(libc::SIG_UNBLOCK);
+}
+
+fn set_control_signals(how: libc::c_int) {
     // SAFETY: sigemptyset/sigaddset fill a set we own; pthread_sigmask only changes this thread's
-    // mask, and no other thread exists yet.
+    // mask.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         for signal in [libc::SIGHUP, libc::SIGINT, libc::SIGTERM] {
             libc::sigaddset(&mut set, signal);
         }
-        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
     }
 }

@@ -26,24 +26,24 @@ pub fn init_daemon() {
         EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"))
     };
-    if stderr_is_journal() {
-        if let Ok(layer) = tracing_journald::layer() {
-            // tracing-journald's default puts INFO at "notice"; journalctl -p and syslog
-            // conventions expect the audit lines at "info" and errors at "err".
-            let priorities = tracing_journald::PriorityMappings {
-                info: tracing_journald::Priority::Informational,
-                debug: tracing_journald::Priority::Debug,
-                ..tracing_journald::PriorityMappings::new()
-            };
-            let layer = layer
-                .with_priority_mappings(priorities)
-                .with_field_prefix(None)
-                .with_syslog_identifier("synapse-token-auth".to_owned());
-            tracing_subscriber::registry()
-                .with(layer.with_filter(filter()))
-                .init();
-            return;
-        }
+    if stderr_is_journal()
+        && let Ok(layer) = tracing_journald::layer()
+    {
+        // tracing-journald's default puts INFO at "notice"; journalctl -p and syslog
+        // conventions expect the audit lines at "info" and errors at "err".
+        let priorities = tracing_journald::PriorityMappings {
+            info: tracing_journald::Priority::Informational,
+            debug: tracing_journald::Priority::Debug,
+            ..tracing_journald::PriorityMappings::new()
+        };
+        let layer = layer
+            .with_priority_mappings(priorities)
+            .with_field_prefix(None)
+            .with_syslog_identifier("synapse-token-auth".to_owned());
+        tracing_subscriber::registry()
+            .with(layer.with_filter(filter()))
+            .init();
+        return;
     }
     init_stderr(filter());
 }

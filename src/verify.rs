@@ -12,7 +12,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::{
-    config::{Config, TrustedKey},
+    config::Config,
+    keys::{
+        jwks::KeySet,
+        published::{FetchRequest, PublishedSource, RemoteDecision, RemoteKeys},
+    },
     subject::{self, UserError},
 };
 
@@ -34,10 +38,14 @@ pub enum RejectReason {
     TokenTooLarge,
     /// The header names an algorithm that is not configured (including `none`).
     AlgorithmNotAllowed,
-    /// The header has a `crit` parameter; no extensions are understood.
+    /// The header has a `crit` or `b64` parameter (no JWS extension is understood), or
+    /// `cty: "JWT"` (a nested JWT).
     UnsupportedHeader,
-    /// `kid` does not name the configured key.
+    /// `kid` names no configured or published key that accepts the token's algorithm.
     UnknownKeyId,
+    /// The key source publishes no usable key: never fetched successfully, or the last good set
+    /// is older than the maximum staleness.
+    KeysUnavailable,
     /// The signature does not verify with the configured key.
     BadSignature,
     /// `exp`, `nbf` or `iat` is not a number.
@@ -52,7 +60,8 @@ pub enum RejectReason {
     IssuedInFuture,
     /// `iss` is missing or not the configured issuer.
     WrongIssuer,
-    /// `aud` is missing or names none of the configured audiences.
+    /// `aud` names none of the configured audiences, is missing while `audiences` is configured,
+    /// or is present while no `audiences` are configured (RFC 7519 section 4.1.3).
     WrongAudience,
     /// The subject claim is missing, not a string, or not a valid user.
     InvalidSubject,
@@ -80,6 +89,7 @@ impl RejectReason {
             Self::AlgorithmNotAllowed => "algorithm_not_allowed",
             Self::UnsupportedHeader => "unsupported_header",
             Self::UnknownKeyId => "unknown_key_id",
+            Self::KeysUnavailable => "keys_unavailable",
             Self::BadSignature => "bad_signature",
             Self::MalformedClaim => "malformed_claim",
             Self::MissingExpiry => "missing_expiry",
@@ -99,12 +109,13 @@ impl RejectReason {
     }
 
     /// Every reason, for documentation and tests.
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 21] = [
         Self::MalformedToken,
         Self::TokenTooLarge,
         Self::AlgorithmNotAllowed,
         Self::UnsupportedHeader,
         Self::UnknownKeyId,
+        Self::KeysUnavailable,
         Self::BadSignature,
         Self::MalformedClaim,
         Self::MissingExpiry,
@@ -164,30 +175,129 @@ pub struct Verdict {
 }
 
 /// A token whose signature verified: its header and algorithm, the still-encoded payload, and the
-/// key that verified it.
-struct Signed<'s, 't> {
+/// name of the key that verified it.
+struct Signed<'t> {
     header: Header,
     alg: Algorithm,
     payload_b64: &'t str,
-    key: &'s TrustedKey,
+    key: Arc<str>,
+}
+
+/// A compact JWS split into its parts, with its header read but not yet trusted.
+struct Parts<'t> {
+    header: Header,
+    header_b64: &'t str,
+    payload_b64: &'t str,
+    signature_b64: &'t str,
+    token: &'t str,
+}
+
+/// What a login needs next, when keys are fetched from an identity provider.
+#[derive(Debug)]
+pub enum Step {
+    /// The decision. With `refresh`, start that fetch in the background without waiting for it
+    /// (the cached keys are stale but still in use); report it with [`RemoteKeys::fetched`].
+    Done {
+        result: Result<Verdict, Rejection>,
+        refresh: Option<FetchRequest>,
+    },
+    /// This login fetches for everyone: carry out the request, report it with
+    /// [`RemoteKeys::fetched`] (and its `next` request, if any), then decide with
+    /// [`Verifier::verify`], which never asks for another fetch: a login costs at most one
+    /// fetch timeout.
+    Fetch(FetchRequest),
+    /// Another login's fetch is in flight: wait for it (at most its timeout and a second),
+    /// then decide with [`Verifier::verify`].
+    Wait,
+}
+
+impl Step {
+    fn done(result: Result<Verdict, Rejection>) -> Self {
+        Self::Done {
+            result,
+            refresh: None,
+        }
+    }
 }
 
 /// Why a token failed, with its header when that could be read (for the audit log).
 type Failed = (RejectReason, Option<Header>);
 
-#[derive(Deserialize)]
+/// The JOSE header members the verifier acts on.
 struct Header {
     alg: String,
-    #[serde(default)]
     kid: Option<String>,
-    #[serde(default)]
-    crit: Option<Value>,
+    /// `crit`, `b64` or `cty: "JWT"`: something this verifier does not implement and so must
+    /// not accept (RFC 7515 section 4.1.11, RFC 7797 section 6, RFC 7519 section 7.2).
+    unsupported: bool,
+}
+
+impl Header {
+    /// Reads a header: a JSON object of valid UTF-8 with unique member names (RFC 7515
+    /// section 5.2), whose `alg` is a string and whose `kid`, when present, is a string.
+    fn parse(json: &[u8]) -> Option<Self> {
+        let StrictObject(mut members) = serde_json::from_slice(json).ok()?;
+        let Some(Value::String(alg)) = members.remove("alg") else {
+            return None;
+        };
+        let kid = match members.remove("kid") {
+            None => None,
+            Some(Value::String(kid)) => Some(kid),
+            Some(_) => return None,
+        };
+        // Present at all counts, whatever the value: `crit: null` is not "no crit".
+        let unsupported = members.contains_key("crit")
+            || members.contains_key("b64")
+            || members
+                .get("cty")
+                .and_then(Value::as_str)
+                .is_some_and(|cty| cty.eq_ignore_ascii_case("JWT"));
+        Some(Self {
+            alg,
+            kid,
+            unsupported,
+        })
+    }
+}
+
+/// A JSON object with unique member names. serde_json's own map keeps the last of duplicate
+/// names and its derived structs also take a JSON array; JOSE parsers must reject both
+/// (RFC 7515 section 5.2, RFC 7519 section 4), so that two parsers can never read one token
+/// differently. Member values are fully parsed, so invalid UTF-8 anywhere is an error.
+struct StrictObject(Map<String, Value>);
+
+impl<'de> Deserialize<'de> for StrictObject {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = StrictObject;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object with unique member names")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut access: A,
+            ) -> Result<StrictObject, A::Error> {
+                let mut members = Map::new();
+                while let Some(name) = access.next_key::<String>()? {
+                    let value = access.next_value::<Value>()?;
+                    if members.insert(name, value).is_some() {
+                        return Err(serde::de::Error::custom("duplicate member name"));
+                    }
+                }
+                Ok(StrictObject(members))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
 }
 
 /// Verifies tokens against one policy. Cheap to share between threads.
 #[derive(Debug, Clone)]
 pub struct Verifier {
     config: Config,
+    /// The name accepted logins give for a published key: it is the primary key source.
+    published_name: Arc<str>,
 }
 
 impl Verifier {
@@ -195,7 +305,10 @@ impl Verifier {
     #[must_use]
     pub fn new(config: Config) -> Self {
         crate::install_crypto_provider();
-        Self { config }
+        Self {
+            config,
+            published_name: Arc::from("primary"),
+        }
     }
 
     /// The policy this verifier enforces.
@@ -204,8 +317,19 @@ impl Verifier {
         &self.config
     }
 
+    /// The remote key source, whose fetches an adapter carries out.
+    #[must_use]
+    pub fn remote_keys(&self) -> Option<&Arc<RemoteKeys>> {
+        match self.config.published.as_ref().map(|p| &p.source) {
+            Some(PublishedSource::Remote(remote)) => Some(remote),
+            _ => None,
+        }
+    }
+
     /// Verifies `token` for a login as `identifier_user` (a localpart or a full user id) on the
-    /// homeserver `server_name`, at `now` seconds since the Unix epoch.
+    /// homeserver `server_name`, at `now` seconds since the Unix epoch, with the keys at hand:
+    /// it never asks for a fetch, so remote keys that were never fetched give `keys_unavailable`.
+    /// Logins with a remote key source go through [`Self::login`].
     pub fn verify(
         &self,
         token: &str,
@@ -213,10 +337,82 @@ impl Verifier {
         server_name: &str,
         now: u64,
     ) -> Result<Verdict, Rejection> {
-        let (signed, claims) = self.check_token(token).map_err(|(reason, header)| {
-            let (alg, kid) = header.map_or((None, None), |h| (Some(h.alg), h.kid));
-            Rejection { reason, alg, kid }
-        })?;
+        let parts = split(token).map_err(rejection)?;
+        let cached;
+        let published = match self.config.published.as_ref().map(|p| &p.source) {
+            None => None,
+            Some(PublishedSource::File { keys, .. }) => Some(&**keys),
+            Some(PublishedSource::Remote(remote)) => {
+                cached = remote.cached(now);
+                match &cached {
+                    Some(keys) => Some(&**keys),
+                    None if self.needs_published(&parts.header) => {
+                        return Err(rejection((
+                            RejectReason::KeysUnavailable,
+                            Some(parts.header),
+                        )));
+                    }
+                    None => None,
+                }
+            }
+        };
+        self.finish(parts, published, identifier_user, server_name, now)
+    }
+
+    /// Starts or continues a login: like [`Self::verify`], but a remote key source may ask for
+    /// a fetch first (the first login, an unknown `kid`) or in the background (stale keys).
+    pub fn login(&self, token: &str, identifier_user: &str, server_name: &str, now: u64) -> Step {
+        let Some(remote) = self.remote_keys() else {
+            return Step::done(self.verify(token, identifier_user, server_name, now));
+        };
+        let parts = match split(token) {
+            Ok(parts) => parts,
+            Err(failed) => return Step::done(Err(rejection(failed))),
+        };
+        if !self.needs_published(&parts.header) {
+            return Step::done(self.finish(parts, None, identifier_user, server_name, now));
+        }
+        match remote.decide(now, parts.header.kid.as_deref()) {
+            RemoteDecision::Verify { keys, refresh } => Step::Done {
+                result: self.finish(parts, Some(&keys), identifier_user, server_name, now),
+                refresh,
+            },
+            RemoteDecision::Fetch(request) => Step::Fetch(request),
+            RemoteDecision::Wait => Step::Wait,
+            RemoteDecision::Reject(reason) => {
+                Step::done(Err(rejection((reason, Some(parts.header)))))
+            }
+        }
+    }
+
+    /// Whether a token with this header may need the published keys: its algorithm is one of
+    /// theirs and its `kid` names no static key.
+    fn needs_published(&self, header: &Header) -> bool {
+        let Some(published) = &self.config.published else {
+            return false;
+        };
+        let fits = header
+            .alg
+            .parse::<Algorithm>()
+            .is_ok_and(|alg| published.algorithms.contains(&alg));
+        let kid = header.kid.as_deref();
+        fits && !self
+            .config
+            .keys
+            .iter()
+            .any(|k| kid.is_some() && k.key_id.as_deref() == kid)
+    }
+
+    /// Signature, claims and the verdict, with `published` keys beside the static ones.
+    fn finish(
+        &self,
+        parts: Parts<'_>,
+        published: Option<&KeySet>,
+        identifier_user: &str,
+        server_name: &str,
+        now: u64,
+    ) -> Result<Verdict, Rejection> {
+        let (signed, claims) = self.check_token(parts, published).map_err(rejection)?;
         let Signed {
             header, alg, key, ..
         } = signed;
@@ -233,106 +429,133 @@ impl Verifier {
         }
     }
 
-    /// Shape, header and signature, then the payload as a JSON object of claims.
+    /// Header and signature, then the payload as a JSON object of claims.
     fn check_token<'t>(
         &self,
-        token: &'t str,
-    ) -> Result<(Signed<'_, 't>, Map<String, Value>), Failed> {
-        let signed = self.check_signature(token)?;
+        parts: Parts<'t>,
+        published: Option<&KeySet>,
+    ) -> Result<(Signed<'t>, Map<String, Value>), Failed> {
+        let signed = self.check_signature(parts, published)?;
         let claims = URL_SAFE_NO_PAD
             .decode(signed.payload_b64)
             .ok()
-            .and_then(|payload| serde_json::from_slice::<Value>(&payload).ok());
+            .and_then(|payload| serde_json::from_slice::<StrictObject>(&payload).ok());
         match claims {
-            Some(Value::Object(claims)) => Ok((signed, claims)),
-            _ => Err((RejectReason::MalformedToken, Some(signed.header))),
+            Some(StrictObject(claims)) => Ok((signed, claims)),
+            None => Err((RejectReason::MalformedToken, Some(signed.header))),
         }
     }
 
     /// Checks only shape, header and signature, as a JWS: the payload need not be JWT claims.
     /// Conformance tests (Wycheproof JWS vectors) use this; logins use [`Self::verify`].
     pub fn verify_signature(&self, token: &str) -> Result<(), RejectReason> {
-        let signed = self.check_signature(token).map_err(|(reason, _)| reason)?;
+        let parts = split(token).map_err(|(reason, _)| reason)?;
+        let published = match self.config.published.as_ref().map(|p| &p.source) {
+            Some(PublishedSource::File { keys, .. }) => Some(&**keys),
+            _ => None,
+        };
+        let signed = self
+            .check_signature(parts, published)
+            .map_err(|(reason, _)| reason)?;
         URL_SAFE_NO_PAD
             .decode(signed.payload_b64)
             .map(drop)
             .map_err(|_| RejectReason::MalformedToken)
     }
 
-    fn check_signature<'t>(&self, token: &'t str) -> Result<Signed<'_, 't>, Failed> {
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err((RejectReason::TokenTooLarge, None));
-        }
-        let malformed = || (RejectReason::MalformedToken, None);
-        let mut parts = token.split('.');
-        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(malformed());
-        };
-        let header_json = URL_SAFE_NO_PAD
-            .decode(header_b64)
-            .map_err(|_| malformed())?;
-        let header: Header = serde_json::from_slice(&header_json).map_err(|_| malformed())?;
-
+    fn check_signature<'t>(
+        &self,
+        parts: Parts<'t>,
+        published: Option<&KeySet>,
+    ) -> Result<Signed<'t>, Failed> {
+        let Parts {
+            header,
+            header_b64,
+            payload_b64,
+            signature_b64,
+            token,
+        } = parts;
         // Exactly the configured algorithms; `none` and unknown names never parse into one.
         let keys = &self.config.keys;
-        let Some(alg) = header
-            .alg
-            .parse::<Algorithm>()
-            .ok()
-            .filter(|alg| keys.iter().any(|k| k.algorithms.contains(alg)))
-        else {
+        let published_algorithms = self
+            .config
+            .published
+            .as_ref()
+            .map_or(&[][..], |p| &p.algorithms[..]);
+        let Some(alg) = header.alg.parse::<Algorithm>().ok().filter(|alg| {
+            keys.iter().any(|k| k.algorithms.contains(alg)) || published_algorithms.contains(alg)
+        }) else {
             return Err((RejectReason::AlgorithmNotAllowed, Some(header)));
         };
-        if header.crit.is_some() {
+        if header.unsupported {
             return Err((RejectReason::UnsupportedHeader, Some(header)));
         }
 
+        let message_len = header_b64.len() + 1 + payload_b64.len();
+        let signed = &token.as_bytes()[..message_len];
+        match self.find_key(&header, alg, published, signed, signature_b64) {
+            Ok(key) => Ok(Signed {
+                header,
+                alg,
+                payload_b64,
+                key,
+            }),
+            Err(reason) => Err((reason, Some(header))),
+        }
+    }
+
+    /// The name of the key that verifies `signature_b64` over `signed`.
+    fn find_key(
+        &self,
+        header: &Header,
+        alg: Algorithm,
+        published: Option<&KeySet>,
+        signed: &[u8],
+        signature_b64: &str,
+    ) -> Result<Arc<str>, RejectReason> {
         // The keys this token may be signed with: bound to its algorithm, and to its `kid` when
-        // a key carries one. A `kid` naming a key selects that key alone.
+        // a key carries one. A `kid` naming a static key selects that key alone; published keys
+        // are selected by the set's own rules.
+        let keys = &self.config.keys;
         let kid = header.kid.as_deref();
         let named = keys
             .iter()
             .any(|k| kid.is_some() && k.key_id.as_deref() == kid);
-        let mut candidates = keys.iter().filter(|k| {
-            k.algorithms.contains(&alg)
-                && match k.key_id.as_deref() {
-                    Some(key_id) => Some(key_id) == kid,
-                    None => !named,
-                }
-        });
-        let Some(first) = candidates.next() else {
-            return Err((RejectReason::UnknownKeyId, Some(header)));
-        };
-
-        let message_len = header_b64.len() + 1 + payload_b64.len();
-        let signed = &token.as_bytes()[..message_len];
+        let static_keys = keys
+            .iter()
+            .filter(|k| {
+                k.algorithms.contains(&alg)
+                    && match k.key_id.as_deref() {
+                        Some(key_id) => Some(key_id) == kid,
+                        None => !named,
+                    }
+            })
+            .map(|k| (&k.key.decoding, &k.name));
+        let published_keys = published
+            .filter(|_| !named)
+            .into_iter()
+            .flat_map(|set| set.candidates(alg, kid))
+            .map(|k| (&k.key.decoding, &self.published_name));
+        let mut candidates = static_keys.chain(published_keys).peekable();
+        if candidates.peek().is_none() {
+            return Err(RejectReason::UnknownKeyId);
+        }
         // HMACs are compared by aws-lc's hmac::verify, in constant time.
-        let verifies = |key: &TrustedKey| {
-            matches!(
-                jsonwebtoken::crypto::verify(signature_b64, signed, &key.key.decoding, alg),
-                Ok(true)
-            )
-        };
-        let Some(key) = std::iter::once(first)
-            .chain(candidates)
-            .find(|key| verifies(key))
-        else {
-            return Err((RejectReason::BadSignature, Some(header)));
-        };
-        Ok(Signed {
-            header,
-            alg,
-            payload_b64,
-            key,
-        })
+        candidates
+            .find(|(decoding, _)| {
+                matches!(
+                    jsonwebtoken::crypto::verify(signature_b64, signed, decoding, alg),
+                    Ok(true)
+                )
+            })
+            .map(|(_, name)| Arc::clone(name))
+            .ok_or(RejectReason::BadSignature)
     }
 
     fn check_claims(
         &self,
         alg: Algorithm,
-        key: &TrustedKey,
+        key: Arc<str>,
         claims: &Map<String, Value>,
         identifier_user: &str,
         server_name: &str,
@@ -353,12 +576,15 @@ impl Verifier {
         if numeric_date(claims, "iat")?.is_some_and(|iat| iat > now + leeway) {
             return Err(RejectReason::IssuedInFuture);
         }
-        if let Some(issuer) = &c.issuer {
-            if claims.get("iss").and_then(Value::as_str) != Some(issuer.as_str()) {
-                return Err(RejectReason::WrongIssuer);
-            }
+        if let Some(issuer) = &c.issuer
+            && claims.get("iss").and_then(Value::as_str) != Some(issuer.as_str())
+        {
+            return Err(RejectReason::WrongIssuer);
         }
-        if !c.audiences.is_empty() && !audience_matches(claims.get("aud"), &c.audiences) {
+        // A present `aud` that does not name this recipient must be refused (RFC 7519 section
+        // 4.1.3): without `audiences` nothing names it, so any `aud` is refused.
+        let aud = claims.get("aud");
+        if (aud.is_some() || !c.audiences.is_empty()) && !audience_matches(aud, &c.audiences) {
             return Err(RejectReason::WrongAudience);
         }
 
@@ -403,9 +629,42 @@ impl Verifier {
             update_displayname_on_login: c.update_displayname_on_login,
             alg: format!("{alg:?}"),
             kid: None,
-            key: Arc::clone(&key.name),
+            key,
         })
     }
+}
+
+/// Splits a compact JWS and reads its header, bounded in size before any work.
+fn split(token: &str) -> Result<Parts<'_>, Failed> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err((RejectReason::TokenTooLarge, None));
+    }
+    let malformed = || (RejectReason::MalformedToken, None);
+    let mut segments = token.split('.');
+    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) = (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) else {
+        return Err(malformed());
+    };
+    let header_json = URL_SAFE_NO_PAD
+        .decode(header_b64)
+        .map_err(|_| malformed())?;
+    let header = Header::parse(&header_json).ok_or_else(malformed)?;
+    Ok(Parts {
+        header,
+        header_b64,
+        payload_b64,
+        signature_b64,
+        token,
+    })
+}
+
+fn rejection((reason, header): Failed) -> Rejection {
+    let (alg, kid) = header.map_or((None, None), |h| (Some(h.alg), h.kid));
+    Rejection { reason, alg, kid }
 }
 
 /// A NumericDate claim (RFC 7519 section 2): a JSON number, possibly non-integer.

@@ -146,6 +146,26 @@ fn cli_mint_then_verify_roundtrip_and_exit_codes() {
         "{why}"
     );
 
+    // A token for some audience, with no `audiences` configured: the answer says what to set.
+    let out = run(&[
+        "-c",
+        &path,
+        "mint",
+        "--sub",
+        "alice",
+        "--claim",
+        "aud=other-app",
+    ]);
+    let with_aud = text(&out.stdout).trim().to_owned();
+    let out = verify(&path, &with_aud, "alice", &[]);
+    assert_eq!(text(&out.stdout).trim(), "rejected: wrong_audience");
+    let why = text(&out.stderr);
+    assert!(
+        why.contains("token aud: \"other-app\"")
+            && why.contains("add the value meant for this homeserver to `audiences`"),
+        "{why}"
+    );
+
     // Token from standard input.
     let mut child = Command::new(BIN)
         .args([
@@ -285,4 +305,59 @@ fn examples_config_is_valid() {
         .output()
         .expect("run");
     assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// Serves `body` as the answer to every request on a loopback port, `count` times.
+fn serve_jwks(body: String, count: usize) -> (String, std::thread::JoinHandle<()>) {
+    use std::io::Read as _;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/jwks", listener.local_addr().expect("addr"));
+    let server = std::thread::spawn(move || {
+        for stream in listener.incoming().take(count) {
+            let mut stream = stream.expect("accept");
+            let mut request = [0_u8; 4096];
+            let _ = stream.read(&mut request);
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(answer.as_bytes()).expect("write");
+        }
+    });
+    (url, server)
+}
+
+#[test]
+fn cli_check_config_fetches_a_published_set_once_and_lists_its_keys() {
+    let set = serde_json::json!({ "keys": [
+        rsa_jwk("rsa.pub", "k1"),
+        { "kty": "oct", "kid": "s", "k": "c2VjcmV0" },
+    ] });
+    let (url, server) = serve_jwks(set.to_string(), 1);
+    let (_dir, path) = config_file(&format!("jwks_url = \"{url}\"\n"));
+    let out = run(&["check-config", &path]);
+    server.join().expect("server");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("key: kid k1, an RSA key, verifies RS256"),
+        "{err}"
+    );
+    assert!(
+        err.contains("key not used: kid s: symmetric (oct) key"),
+        "{err}"
+    );
+    assert!(text(&out.stdout).contains(&format!("jwks_url = \"{url}\"")));
+
+    // --offline: nothing fetched (the server is gone); the provider down: exit 1.
+    let out = run(&["check-config", "--offline", &path]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("not fetched (--offline)"));
+    let out = run(&["check-config", &path]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no usable keys"),
+        "{}",
+        text(&out.stderr)
+    );
 }

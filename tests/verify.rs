@@ -223,6 +223,71 @@ fn verify_rejects_crit_header() {
 }
 
 #[test]
+fn verify_is_strict_about_the_jose_header_and_the_claims_object() {
+    let v = default_verifier();
+    let signed = |header: &str, payload: &str| hmac_token(header, payload, 512, SECRET.as_bytes());
+    let claims = claims().to_string();
+    let hs512 = r#""alg":"HS512""#;
+    let unsupported = [
+        // `crit` present counts, whatever its value (RFC 7515 section 4.1.11).
+        format!(r#"{{{hs512},"crit":null}}"#),
+        format!(r#"{{{hs512},"crit":[]}}"#),
+        // `b64` without `crit` is invalid (RFC 7797 section 6); with it, unsupported.
+        format!(r#"{{{hs512},"b64":false}}"#),
+        format!(r#"{{{hs512},"b64":true}}"#),
+        // A nested JWT (RFC 7519 section 7.2) is not a claims set.
+        format!(r#"{{{hs512},"cty":"JWT"}}"#),
+        format!(r#"{{{hs512},"cty":"jwt"}}"#),
+    ];
+    for header in &unsupported {
+        assert_eq!(
+            check(&v, &signed(header, &claims), "alice"),
+            Err(R::UnsupportedHeader),
+            "{header}"
+        );
+    }
+    let malformed = [
+        // The header is a JSON object (RFC 7515 section 5.2), not an array of its values.
+        r#"["HS512"]"#.to_owned(),
+        r#"["HS512", null, null]"#.to_owned(),
+        // Member names are unique; a second `alg` is not "the last one wins".
+        format!(r#"{{"alg":"none",{hs512}}}"#),
+        // `kid` is a string when present.
+        format!(r#"{{{hs512},"kid":null}}"#),
+        format!(r#"{{{hs512},"kid":7}}"#),
+    ];
+    for header in &malformed {
+        assert_eq!(
+            check(&v, &signed(header, &claims), "alice"),
+            Err(R::MalformedToken),
+            "{header}"
+        );
+    }
+    // Invalid UTF-8 in a member the verifier does not read is still invalid.
+    let mut header = format!(r#"{{{hs512},"x":""#).into_bytes();
+    header.extend_from_slice(b"\xff\xfe\"}");
+    let message = format!("{}.{}", b64(&header), b64(claims.as_bytes()));
+    let token = format!(
+        "{message}.{}",
+        b64(&hmac(512, SECRET.as_bytes(), message.as_bytes()))
+    );
+    assert_eq!(check(&v, &token, "alice"), Err(R::MalformedToken));
+    // Duplicate claim names: two parsers could read two different users.
+    let twice = format!(r#"{{"sub":"mallory","exp":{},"sub":"alice"}}"#, NOW + 60);
+    assert_eq!(
+        check(&v, &signed(&format!("{{{hs512}}}"), &twice), "alice"),
+        Err(R::MalformedToken)
+    );
+    // A content type other than a nested JWT is no reason to refuse.
+    check(
+        &v,
+        &signed(&format!(r#"{{{hs512},"cty":"json"}}"#), &claims),
+        "alice",
+    )
+    .expect("cty json");
+}
+
+#[test]
 fn verify_rejects_malformed_tokens() {
     let v = default_verifier();
     let good = hs512(&claims());
@@ -409,13 +474,32 @@ fn verify_issuer_and_audience_rules() {
         check(&v, &token(json!({ "aud": "synapse" })), "alice"),
         Err(R::WrongIssuer)
     );
-    // Not configured: not checked (as the original module).
-    check(
-        &default_verifier(),
-        &token(json!({ "iss": "x", "aud": "y" })),
-        "alice",
-    )
-    .expect("unchecked");
+    // No issuer configured: `iss` is not checked (as the original module).
+    check(&default_verifier(), &token(json!({ "iss": "x" })), "alice").expect("iss unchecked");
+}
+
+#[test]
+fn verify_refuses_a_token_for_another_audience_when_none_is_configured() {
+    // RFC 7519 section 4.1.3: a present `aud` that does not name this recipient is refused.
+    let v = default_verifier();
+    let with_aud = |aud: Value| {
+        let mut c = claims();
+        c["aud"] = aud;
+        hs512(&c)
+    };
+    for aud in [
+        json!("some-other-app"),
+        json!(["a", "b"]),
+        json!([]),
+        json!(null),
+    ] {
+        assert_eq!(
+            check(&v, &with_aud(aud.clone()), "alice"),
+            Err(R::WrongAudience),
+            "{aud}"
+        );
+    }
+    check(&v, &hs512(&claims()), "alice").expect("no aud, no audiences");
 }
 
 #[test]

@@ -1,95 +1,28 @@
 # Offline evaluation of nixos/module.nix with nixpkgs' lib.evalModules, asserting on the units
 # and Synapse settings it generates. Runs where only nixpkgs' lib/ is available (no nixpkgs, no
-# NixOS): the few NixOS options the module sets are declared here as plain options, and `pkgs`
-# is a stand-in with what the module uses (formats.toml, the two packages). The full NixOS
-# evaluation and the VM test are in nixos/tests/login.nix (run by `nix flake check`).
+# NixOS): the module is imported on its own (no overlay) into the NixOS stand-in
+# (nixos/offline/nixos.nix) with the stand-in package set (nixos/offline/stand-in.nix), fixed and
+# read-only as in a VM test. The full NixOS evaluation and the VM test are in
+# nixos/tests/login.nix (run by `nix flake check`).
 #
 #   nix-instantiate --eval --strict nixos/offline/eval.nix --arg lib 'import /path/to/nixpkgs/lib'
 { lib }:
 
 let
-  inherit (lib) mkOption types;
+  pkgs = (import ./stand-in.nix { inherit lib; }).legacyPackages.x86_64-linux;
+  nixos = import ./nixos.nix { inherit lib pkgs; };
 
-  fakePackage = name: {
-    type = "derivation";
-    inherit name;
-    outPath = "/nix/store/00000000000000000000000000000000-${name}";
-    meta.mainProgram = name;
-  };
-
-  storePathFor =
-    name: value: "/nix/store/${builtins.substring 0 32 (builtins.hashString "sha256" (builtins.toJSON value))}-${name}";
-
-  pkgs = {
-    formats.toml = _: {
-      type = types.attrsOf types.anything;
-      # The real generator writes TOML. This one names the file after a hash of the value, so a
-      # check can tell from ExecStart which settings the daemon was given.
-      generate = name: value: storePathFor name value;
-    };
-    synapse-token-auth = fakePackage "synapse-token-auth";
-    synapse-token-auth-python = fakePackage "synapse-token-auth-python";
-  };
-
-  # The NixOS options the module writes to, declared loosely.
-  nixosStubs = {
-    options = {
-      assertions = mkOption {
-        type = types.listOf types.unspecified;
-        default = [ ];
-      };
-      systemd.packages = mkOption {
-        type = types.listOf types.unspecified;
-        default = [ ];
-      };
-      systemd.sockets = mkOption {
-        type = types.attrsOf (types.attrsOf types.anything);
-        default = { };
-      };
-      systemd.services = mkOption {
-        type = types.attrsOf (types.attrsOf types.anything);
-        default = { };
-      };
-      users.groups = mkOption {
-        type = types.attrsOf types.anything;
-        default = { };
-      };
-      networking.firewall.allowedTCPPorts = mkOption {
-        type = types.listOf types.port;
-        default = [ ];
-      };
-      services.matrix-synapse = {
-        enable = mkOption {
-          type = types.bool;
-          default = false;
-        };
-        plugins = mkOption {
-          type = types.listOf types.unspecified;
-          default = [ ];
-        };
-        settings = mkOption {
-          type = types.submodule {
-            freeformType = types.attrsOf types.anything;
-            options.modules = mkOption {
-              type = types.listOf types.anything;
-              default = [ ];
-            };
-          };
-          default = { };
-        };
-      };
-    };
-  };
+  package = pkgs.callPackage ../package.nix { };
+  pythonPackage = pkgs.matrix-synapse-unwrapped.python.pkgs.callPackage ../python-package.nix { };
+  tomlFile = name: value: "${(pkgs.formats.toml { }).generate name value}";
 
   evaluate =
     config:
-    (lib.evalModules {
+    (nixos.evalNixOS {
       modules = [
         ../module.nix
-        nixosStubs
         { inherit config; }
       ];
-      specialArgs = { inherit pkgs; };
     }).config;
 
   failedAssertions = c: map (a: a.message) (lib.filter (a: !a.assertion) c.assertions);
@@ -134,12 +67,21 @@ let
 
   checks = {
     "no assertion fails for a good configuration" = failedAssertions base == [ ];
-    "the packaged units are used" = base.systemd.packages == [ pkgs.synapse-token-auth ];
+    "imported alone, it builds its packages from pkgs (no overlay, read-only package set)" =
+      !(pkgs ? synapse-token-auth)
+      && base.services.synapse-token-auth.package == package
+      && base.services.synapse-token-auth.pythonPackage == pythonPackage;
+    "the packaged units are used, and the package ships both" =
+      base.systemd.packages == [ package ]
+      && package.systemdUnits == [
+        "synapse-token-auth.socket"
+        "synapse-token-auth.service"
+      ];
     "ExecStart is reset before ours" = lib.head daemon.ExecStart == "";
     "the daemon's config is the settings plus the credential name, and no secret" =
       generated
-      == "/nix/store/00000000000000000000000000000000-synapse-token-auth/bin/synapse-token-auth --config ${
-        storePathFor "synapse-token-auth.toml" (
+      == "${package}/bin/synapse-token-auth --config ${
+        tomlFile "synapse-token-auth.toml" (
           base.services.synapse-token-auth.settings // { secret_credential = "jwt-secret"; }
         )
       } serve";
@@ -157,7 +99,7 @@ let
       && socket.socketConfig.SocketMode == "0660"
       && socket.wantedBy == [ "sockets.target" ];
     "Synapse gets the plugin and the module entry in daemon mode" =
-      base.services.matrix-synapse.plugins == [ pkgs.synapse-token-auth-python ]
+      base.services.matrix-synapse.plugins == [ pythonPackage ]
       && base.services.matrix-synapse.settings.modules == [
         {
           module = "synapse_token_auth.TokenAuthenticator";
@@ -168,8 +110,31 @@ let
         }
       ];
     "Synapse starts after the socket" =
-      base.systemd.services.matrix-synapse.after == [ "synapse-token-auth.socket" ]
-      && base.systemd.services.matrix-synapse.wants == [ "synapse-token-auth.socket" ];
+      lib.elem "synapse-token-auth.socket" base.systemd.services.matrix-synapse.after
+      && lib.elem "synapse-token-auth.socket" base.systemd.services.matrix-synapse.wants;
+    "each Synapse worker starts after the socket, and runs the wrapper that has the plugin" =
+      let
+        c = evaluate {
+          services.matrix-synapse = {
+            enable = true;
+            workers.client = { };
+            workers.federation = { };
+          };
+          services.synapse-token-auth = {
+            enable = true;
+            secretFile = "/run/secrets/jwt";
+          };
+        };
+        worker = name: c.systemd.services."matrix-synapse-worker-${name}";
+      in
+      lib.all
+        (
+          name:
+          lib.elem "synapse-token-auth.socket" (worker name).after
+          && lib.elem "synapse-token-auth.socket" (worker name).wants
+          && lib.hasPrefix "${c.services.matrix-synapse.package}/bin/synapse_worker " (worker name).serviceConfig.ExecStart
+        ) [ "client" "federation" ]
+      && c.services.matrix-synapse.package.plugins == [ "${pythonPackage}" ];
     "settings carry the options and defaults" =
       base.services.synapse-token-auth.settings.allow_registration
       && base.services.synapse-token-auth.settings.algorithm == "HS512"
@@ -177,7 +142,7 @@ let
       && base.services.synapse-token-auth.settings.server.listen == [ "unix:/run/synapse-token-auth/verify.sock" ];
     "the socket group exists" = base.users.groups ? matrix-synapse;
     "without Synapse on the host, Synapse is left alone" =
-      tcp.services.matrix-synapse.plugins == [ ] && tcp.services.matrix-synapse.settings.modules == [ ];
+      tcp.services.matrix-synapse.plugins == [ ] && !(tcp.services.matrix-synapse.settings ? modules);
     "a key file becomes the jwt-key credential" =
       tcp.systemd.services.synapse-token-auth.serviceConfig.LoadCredential == [
         ""
@@ -206,15 +171,48 @@ let
         };
       }));
     "no key, or two keys, is refused" =
-      lib.any (lib.hasInfix "exactly one of secretFile and keyFile")
+      lib.any (lib.hasInfix "set exactly one key source")
         (failedAssertions (evaluate {
           services.synapse-token-auth.enable = true;
         }))
-      && lib.any (lib.hasInfix "exactly one of secretFile and keyFile") (failedAssertions (evaluate {
+      && lib.any (lib.hasInfix "set exactly one key source") (failedAssertions (evaluate {
         services.synapse-token-auth = {
           enable = true;
           secretFile = "/run/a";
           keyFile = "/run/b";
+        };
+      }));
+    "keys from an identity provider: no credential, RS256, and outbound network for a fetched set only" =
+      let
+        discovery = evaluate {
+          services.synapse-token-auth = {
+            enable = true;
+            settings.oidc_issuer = "https://idp.example.org/realms/x";
+            settings.audiences = [ "matrix" ];
+          };
+        };
+        file = evaluate {
+          services.synapse-token-auth = {
+            enable = true;
+            settings.jwks_file = "/etc/synapse-token-auth/jwks.json";
+          };
+        };
+        service = c: c.systemd.services.synapse-token-auth.serviceConfig;
+      in
+      failedAssertions discovery == [ ]
+      && failedAssertions file == [ ]
+      && (service discovery).LoadCredential == [ "" ]
+      && discovery.services.synapse-token-auth.settings.algorithm == "RS256"
+      && !(service discovery).PrivateNetwork
+      && (service discovery).IPAddressDeny == ""
+      && (service discovery).RestrictAddressFamilies == [ "AF_UNIX" "AF_INET" "AF_INET6" ]
+      && !((service file) ? PrivateNetwork)
+      && !((service base) ? PrivateNetwork)
+      && lib.any (lib.hasInfix "set exactly one key source") (failedAssertions (evaluate {
+        services.synapse-token-auth = {
+          enable = true;
+          secretFile = "/run/a";
+          settings.jwks_url = "https://idp.example.org/jwks";
         };
       }));
     "additional keys become credentials and additional_keys entries naming them" =
@@ -225,8 +223,8 @@ let
         "jwt-additional-1:/run/secrets/idp.pem"
       ]
       && lib.elemAt rotation.systemd.services.synapse-token-auth.serviceConfig.ExecStart 1
-      == "/nix/store/00000000000000000000000000000000-synapse-token-auth/bin/synapse-token-auth --config ${
-        storePathFor "synapse-token-auth.toml" (
+      == "${package}/bin/synapse-token-auth --config ${
+        tomlFile "synapse-token-auth.toml" (
           rotation.services.synapse-token-auth.settings
           // {
             secret_credential = "jwt-secret";

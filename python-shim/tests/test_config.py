@@ -48,6 +48,11 @@ def test_config_never_echoes_the_secret():
         ({"verifier": {"url": "http://u:p@127.0.0.1:9"}}, ["`verifier.url`"]),
         ({"verifier": {"socket": "/a", "timeout_seconds": 0}}, ["`verifier.timeout_seconds`"]),
         ({"verifier": {"socket": "/a", "retries": 3}}, ["`verifier.retries`"]),
+        ({"jwks_url": "http://idp.example.org/jwks"}, ["`jwks_url`", "https"]),
+        ({"jwt": {"oidc_issuer": "https://idp.example.org", "secret": SECRET}}, ["`jwt.secret`", "one key source"]),
+        ({"oidc_issuer": "https://idp", "algorithm": "HS256"}, ["`algorithm`", "public keys only"]),
+        ({"jwks_url": "https://idp/jwks", "jwks_ca_file": "/etc/ca.pem"}, ["`jwks_ca_file`", "daemon"]),
+        ({"jwks_url": "https://idp/jwks", "jwks_fetch_timeout_seconds": 0}, ["`jwks_fetch_timeout_seconds`"]),
     ],
 )
 def test_config_errors_name_the_key(config, needles):
@@ -153,6 +158,13 @@ def test_config_daemon_mode():
     assert config.daemon.timeout == 5.0
     config = TokenAuthenticator.parse_config({"verifier": {"url": "http://127.0.0.1:9/", "timeout_seconds": 1.5}})
     assert config.daemon.url == "http://127.0.0.1:9"
+
+
+def test_config_published_keys_fetch_in_embedded_mode():
+    config = TokenAuthenticator.parse_config({"oidc_issuer": "https://idp.example.org/realms/x", "audiences": ["m"]})
+    assert config.mode == "embedded" and config.verifier.fetches_keys
+    assert '"oidc_issuer":"https://idp.example.org/realms/x"' in config.verifier.effective_config()
+    assert not TokenAuthenticator.parse_config({"secret": SECRET}).verifier.fetches_keys
 
 
 def test_compatibility_package_exposes_the_same_class():

@@ -2,10 +2,15 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
+use synapse_token_auth::{fetch::Fetcher, keys::published::RemoteKeys};
+
 #[derive(Debug, clap::Args)]
 pub struct Options {
     /// File to check instead of `--config`.
     path: Option<PathBuf>,
+    /// Do not fetch a published key set (`jwks_url`, `oidc_issuer`) to list its keys.
+    #[arg(long)]
+    offline: bool,
 }
 
 pub fn run(config: &std::path::Path, options: &Options) -> ExitCode {
@@ -25,6 +30,58 @@ pub fn run(config: &std::path::Path, options: &Options) -> ExitCode {
         Ok(text) => print!("# effective configuration of {}\n{text}", path.display()),
         Err(err) => eprintln!("warning: cannot show the effective configuration: {err}"),
     }
+    let verifier = synapse_token_auth::Verifier::new(daemon.document.policy);
+    if let Some(remote) = verifier.remote_keys() {
+        if options.offline {
+            eprintln!(
+                "keys at {}: not fetched (--offline)",
+                remote.location.describe()
+            );
+        } else if !list_published_keys(remote) {
+            return super::exit(1);
+        }
+    }
     eprintln!("configuration OK");
     ExitCode::SUCCESS
+}
+
+/// Fetches the published key set once and lists its keys; false when that failed.
+fn list_published_keys(remote: &std::sync::Arc<RemoteKeys>) -> bool {
+    let now = synapse_token_auth::unix_now();
+    let (Some(request), Ok(fetcher)) = (remote.begin_fetch(now), Fetcher::new(remote)) else {
+        eprintln!("error: cannot set up the HTTPS client for the key set");
+        return false;
+    };
+    let mut request = Some(request);
+    let mut good = true;
+    let ran = super::block_on(async {
+        while let Some(current) = request.take() {
+            let answer = fetcher.fetch(&current).await;
+            let report = remote.fetched(&current, now, answer);
+            eprintln!("{}", report.message);
+            for ignored in &report.ignored {
+                eprintln!(
+                    "  key not used: kid {}: {}",
+                    ignored.kid.as_deref().unwrap_or("(none)"),
+                    ignored.why
+                );
+            }
+            good &= report.ok;
+            request = report.next;
+        }
+    });
+    let Some(keys) = remote.cached(now).filter(|_| ran.is_ok() && good) else {
+        eprintln!("error: no usable keys at {}", remote.location.describe());
+        return false;
+    };
+    for key in keys.keys() {
+        let algorithms: Vec<String> = key.algorithms.iter().map(|a| format!("{a:?}")).collect();
+        eprintln!(
+            "  key: kid {}, {}, verifies {}",
+            key.kid.as_deref().unwrap_or("(none)"),
+            key.key.key_type(),
+            algorithms.join("/")
+        );
+    }
+    true
 }

@@ -84,6 +84,14 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
+/// Runs `future` to completion on a runtime of its own, for the commands that fetch keys.
+fn block_on<F: std::future::Future>(future: F) -> std::io::Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(tokio::task::LocalSet::new().block_on(&runtime, future))
+}
+
 fn exit(code: u8) -> ExitCode {
     ExitCode::from(code)
 }

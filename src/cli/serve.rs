@@ -12,7 +12,9 @@ pub fn run(
     config_path: &Path,
     activated: Result<Vec<(String, Listener)>, ActivationError>,
 ) -> ExitCode {
-    systemd::unblock_control_signals();
+    // Until `server::run` has installed its handlers: a SIGHUP sent as soon as the process
+    // exists must reload it, not kill it.
+    systemd::block_control_signals();
     telemetry::init_daemon();
     let config = match server::DaemonConfig::load(config_path) {
         Ok(config) => config,
@@ -24,6 +26,17 @@ pub fn run(
             return super::exit(1);
         }
     };
+    let unprotected = match &activated {
+        Ok(activated) => server::check_activated(&config, activated).err(),
+        Err(_) => None,
+    };
+    if let Some(message) = unprotected {
+        tracing::error!(config = %config_path.display(), error = %message, "cannot start: a TCP socket is not protected");
+        notify(&[sd_notify::NotifyState::Status(
+            "refusing an unprotected TCP socket",
+        )]);
+        return super::exit(1);
+    }
     let listeners = match activated {
         Ok(activated) if !activated.is_empty() => activated
             .into_iter()

@@ -4,7 +4,7 @@ use std::{io::Read as _, path::Path, process::ExitCode};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde_json::Value;
-use synapse_token_auth::{Config, RejectReason, Verifier, config::TrustedKey};
+use synapse_token_auth::{Config, RejectReason, Verifier, config::TrustedKey, fetch::Fetcher};
 
 #[derive(Debug, clap::Args)]
 pub struct Options {
@@ -37,7 +37,29 @@ pub fn run(config: &Path, options: &Options) -> ExitCode {
     };
     let verifier = Verifier::new(daemon.document.policy);
     let now = options.now.unwrap_or_else(synapse_token_auth::unix_now);
-    match verifier.verify(&token, &options.user, &options.server_name, now) {
+    let outcome = match verifier.remote_keys() {
+        // Keys published at a URL: fetched as the daemon would, once.
+        Some(remote) if options.now.is_none() => {
+            let fetched = Fetcher::new(remote)
+                .map_err(|e| e.to_string())
+                .and_then(|f| {
+                    super::block_on(f.login(&verifier, &token, &options.user, &options.server_name))
+                        .map_err(|e| e.to_string())
+                });
+            match fetched {
+                Ok(outcome) => {
+                    eprintln!("keys: fetched from {}", remote.location.describe());
+                    outcome
+                }
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    return super::exit(2);
+                }
+            }
+        }
+        _ => verifier.verify(&token, &options.user, &options.server_name, now),
+    };
+    match outcome {
         Ok(verdict) => {
             match serde_json::to_string_pretty(&verdict) {
                 Ok(json) => println!("{json}"),
@@ -165,6 +187,12 @@ fn details(
             format!("token iss: {}", shown(token.claim("iss"))),
             format!("expected: {}", config.issuer.as_deref().unwrap_or("(any)")),
         ],
+        R::WrongAudience if config.audiences.is_empty() => vec![
+            format!("token aud: {}", shown(token.claim("aud"))),
+            "accepted: none configured; a token that names an audience is accepted only when \
+             `audiences` lists it: add the value meant for this homeserver to `audiences`"
+                .to_owned(),
+        ],
         R::WrongAudience => vec![
             format!("token aud: {}", shown(token.claim("aud"))),
             format!("accepted: {}", config.audiences.join(", ")),
@@ -223,9 +251,16 @@ fn explain(reason: synapse_token_auth::RejectReason) -> &'static str {
         }
         R::TokenTooLarge => "the token is longer than 8 KiB",
         R::AlgorithmNotAllowed => "the header's `alg` is not in the configured `algorithm` list",
-        R::UnsupportedHeader => "the header has `crit`; no JWS extensions are supported",
+        R::UnsupportedHeader => {
+            "the header has `crit` or `b64` (no JWS extension is supported) or `cty: JWT` (nested \
+             tokens are not supported)"
+        }
         R::UnknownKeyId => {
             "the header's `kid` matches the `key_id` of no key that accepts the token's `alg`"
+        }
+        R::KeysUnavailable => {
+            "the key source has no usable keys: the identity provider could not be reached, or \
+             its last key set is older than the maximum staleness"
         }
         R::BadSignature => {
             "the signature verifies with no configured key: wrong key or modified token"
@@ -236,7 +271,9 @@ fn explain(reason: synapse_token_auth::RejectReason) -> &'static str {
         R::NotYetValid => "`nbf` is in the future (beyond `leeway_seconds`)",
         R::IssuedInFuture => "`iat` is in the future (beyond `leeway_seconds`): check the clocks",
         R::WrongIssuer => "`iss` is missing or differs from the configured `issuer`",
-        R::WrongAudience => "`aud` names none of the configured `audiences`",
+        R::WrongAudience => {
+            "`aud` names none of the configured `audiences` (a token with `aud` needs `audiences`)"
+        }
         R::InvalidSubject => {
             "the subject claim is missing, not a string, or not a valid Matrix user"
         }

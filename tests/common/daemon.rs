@@ -87,6 +87,15 @@ impl Scratch {
     /// Starts the daemon with `listeners` passed as fds 3.. the way systemd does it:
     /// `LISTEN_FDS`, `LISTEN_FDNAMES`, and `LISTEN_PID` equal to the daemon's own pid.
     pub fn spawn_activated(&self, listeners: &[(&str, i32)]) -> Daemon {
+        self.spawn_activated_with(listeners, &[])
+    }
+
+    /// [`Scratch::spawn_activated`] with extra environment variables.
+    pub fn spawn_activated_with(
+        &self,
+        listeners: &[(&str, i32)],
+        env: &[(String, PathBuf)],
+    ) -> Daemon {
         let names: Vec<&str> = listeners.iter().map(|(n, _)| *n).collect();
         let fds: Vec<i32> = listeners.iter().map(|(_, fd)| *fd).collect();
         let mut command = Command::new("sh");
@@ -95,7 +104,8 @@ impl Scratch {
             .args(["-c", r#"LISTEN_PID=$$ exec "$0" "$@""#, BIN, "serve"])
             .env("SYNAPSE_TOKEN_AUTH_CONFIG", self.config())
             .env("LISTEN_FDS", fds.len().to_string())
-            .env("LISTEN_FDNAMES", names.join(":"));
+            .env("LISTEN_FDNAMES", names.join(":"))
+            .envs(env.iter().map(|(k, v)| (k, v)));
         self.daemon_io(&mut command);
         // SAFETY: only dup2 and fcntl, which are async-signal-safe, run between fork and exec.
         unsafe {
@@ -261,10 +271,22 @@ impl Response {
 }
 
 /// Sends one HTTP/1.1 request with `Connection: close` and reads the whole response.
-pub fn request(mut stream: impl Read + Write, method: &str, path: &str, body: &[u8]) -> Response {
+pub fn request(stream: impl Read + Write, method: &str, path: &str, body: &[u8]) -> Response {
+    request_with(stream, method, path, &[], body)
+}
+
+/// [`request`] with extra header lines such as `Authorization: Bearer x`.
+pub fn request_with(
+    mut stream: impl Read + Write,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &[u8],
+) -> Response {
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
+         Content-Length: {}\r\nConnection: close\r\n{extra}\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).expect("write head");
@@ -305,7 +327,7 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
-fn unix_stream(path: &Path) -> UnixStream {
+pub fn unix_stream(path: &Path) -> UnixStream {
     let stream = UnixStream::connect(path).expect("connect unix socket");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))

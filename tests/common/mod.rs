@@ -36,6 +36,9 @@ pub fn try_verifier(mut config: Value) -> Result<Verifier, synapse_token_auth::C
         "secret_credential",
         "keyfile",
         "keyfile_credential",
+        "jwks_url",
+        "jwks_file",
+        "oidc_issuer",
     ]
     .iter()
     .any(|k| config.get(k).is_some());
@@ -111,6 +114,38 @@ pub fn hmac(bits: u16, secret: &[u8], message: &[u8]) -> Vec<u8> {
     hmac::sign(&hmac::Key::new(alg, secret), message)
         .as_ref()
         .to_vec()
+}
+
+fn der(name: &str) -> Vec<u8> {
+    pem::parse(key_pem(name)).expect("pem").into_contents()
+}
+
+/// The public JWK of an RSA fixture key (SPKI PEM).
+pub fn rsa_jwk(name: &str, kid: &str) -> Value {
+    let key = aws_lc_rs::rsa::PublicKey::from_der(&der(name)).expect("rsa spki");
+    json!({
+        "kty": "RSA",
+        "kid": kid,
+        "n": URL_SAFE_NO_PAD.encode(key.modulus().big_endian_without_leading_zero()),
+        "e": URL_SAFE_NO_PAD.encode(key.exponent().big_endian_without_leading_zero()),
+    })
+}
+
+/// The public JWK of the P-256 fixture key.
+pub fn p256_jwk(kid: &str) -> Value {
+    let spki = der("p256.pub");
+    let point = &spki[spki.len() - 64..];
+    json!({
+        "kty": "EC", "crv": "P-256", "kid": kid,
+        "x": URL_SAFE_NO_PAD.encode(&point[..32]),
+        "y": URL_SAFE_NO_PAD.encode(&point[32..]),
+    })
+}
+
+/// The public JWK of the Ed25519 fixture key.
+pub fn ed25519_jwk(kid: &str) -> Value {
+    let spki = der("ed25519.pub");
+    json!({ "kty": "OKP", "crv": "Ed25519", "kid": kid, "x": URL_SAFE_NO_PAD.encode(&spki[spki.len() - 32..]) })
 }
 
 #[cfg(feature = "daemon")]

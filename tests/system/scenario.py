@@ -286,8 +286,21 @@ def _reload_broken():
     c.sh("cp /root/good.toml /etc/synapse-token-auth/config.toml")
 
 
-@step("`systemctl restart` during a stream of logins loses none of them")
+SOCKET = "/run/synapse-token-auth/verify.sock"
+# The shipped unit cannot write the socket's directory (ProtectSystem=strict, DynamicUser=yes),
+# which would hide a daemon that removes the socket it was passed. For this step the service
+# runs as root with the directory writable, as a less hardened unit would.
+WRITABLE_RUN_DIR = "[Service]\\nDynamicUser=no\\nReadWritePaths=/run/synapse-token-auth\\n"
+
+
+@step("`systemctl restart` during a stream of logins loses none of them, and the socket stays")
 def _restart():
+    c.sh(
+        "mkdir -p /etc/systemd/system/synapse-token-auth.service.d && "
+        f"printf '{WRITABLE_RUN_DIR}' > /etc/systemd/system/synapse-token-auth.service.d/writable.conf && "
+        "systemctl daemon-reload && systemctl restart synapse-token-auth.service"
+    )
+    inode = c.run("stat", "-c", "%i", SOCKET).stdout.strip()
     stop = threading.Event()
     outcomes: list[int] = []
     lock = threading.Lock()
@@ -316,7 +329,15 @@ def _restart():
         why = c.sh("grep -h 'JWT login refused' /var/lib/matrix-synapse/homeserver.log | tail -3", check_rc=False)
         raise StepFailedError(f"{len(failed)} of {len(outcomes)} logins failed: {sorted(set(failed))}; {why.stdout}")
     check(bool(outcomes), "no logins were made")
-    return f"{len(outcomes)} logins, all 200; MainPID {before} -> {after}"
+    # A stop of the service alone: the socket stays, and the next login starts it again.
+    c.run("systemctl", "stop", "synapse-token-auth.service")
+    after_stop = c.run("stat", "-c", "%i", SOCKET, check_rc=False).stdout.strip()
+    check(after_stop == inode, f"socket inode {inode} -> {after_stop or 'gone'} after a stop")
+    status, body = login("alice", jwt("alice"))
+    check(status == 200, f"login after the stop: {status} {body}")
+    check(c.unit_state("synapse-token-auth.service") == "active", "service not started again")
+    c.sh("rm /etc/systemd/system/synapse-token-auth.service.d/writable.conf && systemctl daemon-reload")
+    return f"{len(outcomes)} logins, all 200; MainPID {before} -> {after}; socket inode {inode} kept"
 
 
 # The secret the daemon trusts now; the rotation step changes it.

@@ -69,6 +69,13 @@ def parse(config: Any) -> ModuleConfig:
         raise _config_error("the module config must be a mapping of keys")
     if "verifier" in config:
         return ModuleConfig(verifier=None, daemon=_parse_daemon(config))
+    policy = config.get("jwt") if isinstance(config.get("jwt"), dict) else config
+    if "jwks_ca_file" in policy:
+        # Synapse's own HTTP client fetches the keys in embedded mode, with Synapse's trust store.
+        raise _config_error(
+            "`jwks_ca_file`: only the verifier daemon takes a CA file; in embedded mode keys are "
+            "fetched by Synapse's HTTP client, which trusts the system's CA store"
+        )
     try:
         verifier = _native.Verifier(json.dumps(config))
     except (TypeError, ValueError) as e:

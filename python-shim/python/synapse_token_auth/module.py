@@ -23,6 +23,7 @@ from synapse_token_auth import config as config_module
 from synapse_token_auth import verdict as verdict_module
 from synapse_token_auth.daemon_client import DaemonClient, DaemonUnavailableError
 from synapse_token_auth.logtext import printable, qualified
+from synapse_token_auth.published import KeyFetcher
 from synapse_token_auth.reserved import ReservedAccounts, ReservedCheckUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,12 @@ class TokenAuthenticator:
         self._api = api
         self._config = config
         self._daemon = DaemonClient(config.daemon, make_deferred_yieldable) if config.daemon is not None else None
+        # Keys published by an identity provider: fetched through Synapse's own HTTP client.
+        self._keys = (
+            KeyFetcher(config.verifier, api, make_deferred_yieldable)
+            if config.verifier is not None and config.verifier.fetches_keys
+            else None
+        )
         self._reserved = ReservedAccounts(api)
         api.register_password_auth_provider_callbacks(auth_checkers={(LOGIN_TYPE, LOGIN_FIELDS): self.check_auth})
         if config.verifier is not None:
@@ -101,6 +108,8 @@ class TokenAuthenticator:
 
     async def _verify(self, token: str, username: str) -> dict[str, Any] | None:
         """The verifier's answer, or None (logged) when the daemon gave none."""
+        if self._keys is not None:
+            return await self._keys.verify(token, username, self._server_name)
         if self._daemon is None:
             assert self._config.verifier is not None
             return self._config.verifier.verify(token, username, self._server_name)

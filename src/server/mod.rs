@@ -1,0 +1,487 @@
+//! The verifier daemon: `POST /v1/verify` and `GET /healthz` over unix or TCP sockets.
+//!
+//! The policy lives behind an [`ArcSwap`] so that SIGHUP can replace it while requests are in
+//! flight; a request sees either the old or the new policy, never a mix.
+
+mod auth;
+mod config;
+mod conn;
+mod listen;
+mod tls;
+
+use std::{
+    borrow::Cow,
+    io,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use actix_web::{
+    HttpRequest, HttpResponse,
+    http::header::{AUTHORIZATION, CONTENT_LENGTH, WWW_AUTHENTICATE},
+    web,
+};
+use arc_swap::{ArcSwap, ArcSwapOption};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use self::{
+    auth::ClientToken,
+    config::{DaemonConfig, ListenAddr, ServerSettings, bind, plain_tcp_refused},
+};
+use self::{
+    conn::RequestClock,
+    listen::{WorkerSettings, Workers},
+    tls::CertificateResolver,
+};
+use crate::{
+    Verifier,
+    fetch::{Fetcher, FetcherError},
+    systemd::{self, Listener},
+};
+
+/// Largest request body accepted by `/v1/verify`; a token is at most 8 KiB.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Default socket path; the packaged units and the NixOS module use the same.
+pub const DEFAULT_SOCKET: &str = "/run/synapse-token-auth/verify.sock";
+/// Default configuration file.
+pub const DEFAULT_CONFIG: &str = "/etc/synapse-token-auth/config.toml";
+
+/// The request body of `POST /v1/verify`: a JSON object with exactly these members.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    pub token: String,
+    /// The login identifier's user: a localpart or a full user id.
+    pub user: String,
+    /// The homeserver's `server_name`.
+    pub server_name: String,
+}
+
+impl VerifyRequest {
+    /// Parses a request body. Only a JSON object is a request: serde would also take an array
+    /// of the three values in field order, which no client means to send.
+    pub fn parse(body: &[u8]) -> Result<Self, String> {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(value @ Value::Object(_)) => {
+                serde_json::from_value(value).map_err(|e| e.to_string())
+            }
+            Ok(other) => Err(format!(
+                "expected a JSON object, found {}",
+                crate::config::kind(&other)
+            )),
+            Err(err) => Err(err.to_string()),
+        }
+    }
+}
+
+/// The 403 body of `POST /v1/verify`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RejectBody {
+    pub reason: crate::RejectReason,
+}
+
+/// A policy and, when its keys are published at a URL, the fetcher that carries out its fetches.
+#[derive(Debug)]
+pub struct Policy {
+    verifier: Verifier,
+    fetcher: Option<Fetcher>,
+}
+
+impl Policy {
+    /// The verifier for `config`, with an HTTPS client when its keys are fetched.
+    pub fn new(config: crate::Config) -> Result<Self, FetcherError> {
+        let verifier = Verifier::new(config);
+        let fetcher = verifier
+            .remote_keys()
+            .map(|r| Fetcher::new(r))
+            .transpose()?;
+        Ok(Self { verifier, fetcher })
+    }
+
+    /// Verifies a login, fetching published keys first when the cache asks for it.
+    pub async fn verify(
+        &self,
+        token: &str,
+        user: &str,
+        server_name: &str,
+    ) -> Result<crate::Verdict, crate::verify::Rejection> {
+        match &self.fetcher {
+            Some(fetcher) => {
+                fetcher
+                    .login(&self.verifier, token, user, server_name)
+                    .await
+            }
+            None => self
+                .verifier
+                .verify(token, user, server_name, crate::unix_now()),
+        }
+    }
+}
+
+/// State shared by all workers: what SIGHUP may replace, and the request deadline.
+#[derive(Debug)]
+pub struct Shared {
+    policy: ArcSwap<Policy>,
+    client_token: ArcSwapOption<ClientToken>,
+    request_timeout: Duration,
+}
+
+impl Shared {
+    #[must_use]
+    pub fn new(
+        policy: Policy,
+        client_token: Option<ClientToken>,
+        request_timeout: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            policy: ArcSwap::from_pointee(policy),
+            client_token: ArcSwapOption::from(client_token.map(Arc::new)),
+            request_timeout,
+        })
+    }
+
+    /// Replaces the policy and the client token for all subsequent requests.
+    pub fn replace(&self, policy: Policy, client_token: Option<ClientToken>) {
+        self.policy.store(Arc::new(policy));
+        self.client_token.store(client_token.map(Arc::new));
+    }
+}
+
+/// The routes, for the server and for tests.
+pub fn configure(shared: Arc<Shared>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(web::Data::from(shared))
+            .service(web::resource("/v1/verify").route(web::post().to(verify)))
+            .service(web::resource("/healthz").route(web::get().to(healthz)));
+    }
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+fn error(mut response: actix_web::HttpResponseBuilder, message: &str) -> HttpResponse {
+    response.json(serde_json::json!({ "error": message }))
+}
+
+/// Reads the body within what is left of the request deadline, which started with the first
+/// byte of the request: a client that sends its body slowly gets 408 like one that sends its
+/// head slowly, and the connection closes.
+async fn read_body(
+    request: &HttpRequest,
+    shared: &Shared,
+    payload: web::Payload,
+) -> Result<web::Bytes, HttpResponse> {
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return Err(error(
+            HttpResponse::PayloadTooLarge(),
+            "request body too large",
+        ));
+    }
+    let started = request
+        .conn_data::<RequestClock>()
+        .and_then(RequestClock::started)
+        .unwrap_or_else(Instant::now);
+    let deadline = tokio::time::Instant::from_std(started + shared.request_timeout);
+    match tokio::time::timeout_at(deadline, payload.to_bytes_limited(MAX_BODY_BYTES)).await {
+        Ok(Ok(Ok(body))) => Ok(body),
+        Ok(Ok(Err(err))) => Err(error(
+            HttpResponse::BadRequest(),
+            &format!("cannot read the request body: {err}"),
+        )),
+        Ok(Err(_)) => Err(error(
+            HttpResponse::PayloadTooLarge(),
+            "request body too large",
+        )),
+        Err(_) => {
+            tracing::info!(
+                timeout_ms = shared.request_timeout.as_millis(),
+                "request body not received in time; closing the connection"
+            );
+            let mut response = HttpResponse::RequestTimeout();
+            response.force_close();
+            Err(error(response, "request not received in time"))
+        }
+    }
+}
+
+async fn verify(
+    request: HttpRequest,
+    shared: web::Data<Shared>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let authorization = request.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
+    if !shared
+        .client_token
+        .load()
+        .as_deref()
+        .is_none_or(|token| token.accepts(authorization))
+    {
+        tracing::warn!(
+            target: "synapse_token_auth::audit",
+            result = "unauthorized",
+            "verify request without the client token refused"
+        );
+        let mut response = HttpResponse::Unauthorized();
+        response.insert_header((WWW_AUTHENTICATE, "Bearer"));
+        return error(response, "missing or wrong client token");
+    }
+    let body = match read_body(&request, &shared, payload).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let request = match VerifyRequest::parse(&body) {
+        Ok(request) => request,
+        Err(err) => {
+            tracing::info!(error = %err, "malformed verify request");
+            return error(
+                HttpResponse::BadRequest(),
+                &format!("invalid request body: {err}"),
+            );
+        }
+    };
+    let policy = shared.policy.load_full();
+    match policy
+        .verify(&request.token, &request.user, &request.server_name)
+        .await
+    {
+        Ok(verdict) => {
+            tracing::info!(
+                target: "synapse_token_auth::audit",
+                user_id = %verdict.user_id,
+                result = "accepted",
+                alg = %verdict.alg,
+                kid = %printable(verdict.kid.as_deref().unwrap_or("")),
+                key = %verdict.key,
+                "JWT login accepted"
+            );
+            HttpResponse::Ok().json(verdict)
+        }
+        Err(rejection) => {
+            tracing::info!(
+                target: "synapse_token_auth::audit",
+                user_id = %qualified(&request.user, &request.server_name),
+                result = "rejected",
+                reason = rejection.reason.as_str(),
+                alg = %printable(rejection.alg.as_deref().unwrap_or("")),
+                kid = %printable(rejection.kid.as_deref().unwrap_or("")),
+                "JWT login rejected"
+            );
+            HttpResponse::Forbidden().json(RejectBody {
+                reason: rejection.reason,
+            })
+        }
+    }
+}
+
+fn qualified<'a>(user: &'a str, server_name: &str) -> Cow<'a, str> {
+    if user.starts_with('@') {
+        printable(user)
+    } else {
+        Cow::Owned(format!("@{}:{}", printable(user), printable(server_name)))
+    }
+}
+
+/// Client-supplied text in log lines: bounded, and escaped unless every character is printable,
+/// so that a crafted user name can neither forge log lines (control characters) nor reorder what
+/// `journalctl` shows (format characters such as U+202E). The module's Python side uses the same
+/// rule (`str.isprintable`).
+fn printable(text: &str) -> Cow<'_, str> {
+    const MAX: usize = 255;
+    if text.len() <= MAX && text.chars().all(is_printable) {
+        return Cow::Borrowed(text);
+    }
+    let mut out: String = text
+        .chars()
+        .take(MAX)
+        .flat_map(char::escape_default)
+        .collect();
+    if text.chars().count() > MAX {
+        out.push('…');
+    }
+    Cow::Owned(out)
+}
+
+/// Refuses socket-activated TCP listeners that the network could reach while TLS or the client
+/// token is missing, as `DaemonConfig::load` does for `server.listen`.
+pub fn check_activated(
+    config: &DaemonConfig,
+    listeners: &[(String, Listener)],
+) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    if config.secured() {
+        return Ok(());
+    }
+    for (name, listener) in listeners {
+        if let Listener::Tcp(tcp) = listener {
+            let addr = tcp.local_addr().map_err(|e| {
+                format!(
+                    "cannot read the address of socket-activated fd {}: {e}",
+                    tcp.as_raw_fd()
+                )
+            })?;
+            if !addr.ip().is_loopback() {
+                return Err(plain_tcp_refused(
+                    &format!("socket-activated fd {} ({name})", tcp.as_raw_fd()),
+                    addr,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Python's `str.isprintable` for one character: not in the Unicode categories Cc, Cf, Cs, Co, Cn,
+/// Zl, Zp or Zs other than the space. `char::escape_debug` leaves exactly those characters alone
+/// (its table is generated from the same categories) apart from quotes and the backslash, and
+/// apart from combining marks at the start of a string, hence the leading `a`.
+fn is_printable(c: char) -> bool {
+    if c.is_ascii() {
+        return !c.is_ascii_control();
+    }
+    let mut buf = [0_u8; 8];
+    buf[0] = b'a';
+    let len = 1 + c.encode_utf8(&mut buf[1..]).len();
+    std::str::from_utf8(&buf[..len]).is_ok_and(|s| s.escape_debug().eq(['a', c]))
+}
+
+/// Runs the daemon on `listeners` until SIGTERM or SIGINT; SIGHUP reloads `config_path`.
+///
+/// The control signals must be blocked when this is called (see
+/// [`systemd::block_control_signals`]): they are unblocked once their handlers exist, so that a
+/// signal sent during start-up waits for them instead of killing the process.
+pub async fn run(
+    config_path: PathBuf,
+    config: DaemonConfig,
+    listeners: Vec<(String, Listener)>,
+) -> io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut hup, mut term, mut int) = (
+        signal(SignalKind::hangup())?,
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::interrupt())?,
+    );
+    systemd::unblock_control_signals();
+
+    let request_timeout = Duration::from_millis(config.server.request_timeout_ms);
+    let policy = Policy::new(config.document.policy).map_err(io::Error::other)?;
+    let shared = Shared::new(policy, config.client_token, request_timeout);
+    let resolver = config.tls.as_ref().map(CertificateResolver::new);
+    let tls = match &resolver {
+        Some(resolver) => Some(tls::server_config(resolver.clone()).map_err(io::Error::other)?),
+        None => None,
+    };
+    let described: Vec<String> = listeners
+        .iter()
+        .map(|(d, l)| match (l, &tls) {
+            (Listener::Tcp(_), Some(_)) => format!("{d} (TLS)"),
+            _ => d.clone(),
+        })
+        .collect();
+    let settings = WorkerSettings {
+        request_timeout,
+        max_connections: config.server.max_connections,
+        tls,
+    };
+    listen::fit_file_limit(config.server.workers * config.server.max_connections);
+    let workers = Workers::start(config.server.workers, &listeners, &shared, &settings).await?;
+    // The workers hold their own copies; closing these never removes a socket path.
+    drop(listeners);
+
+    let status = format!("verifying on {}", described.join(", "));
+    tracing::info!(listen = %described.join(", "), workers = config.server.workers, "ready");
+    systemd::notify_ready(&status);
+    // Dropped with the runtime when the server has stopped.
+    actix_web::rt::spawn(systemd::feed_watchdog());
+
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload(&shared, resolver.as_deref(), &config_path, &status),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    // A verification takes microseconds, so a stop only ever waits for idle kept-alive
+    // connections, for at most two seconds. Closing them is safe: the Synapse module retries a
+    // request whose connection died, and new connections queue in the systemd socket.
+    tracing::info!("stopping: finishing requests in flight");
+    systemd::notify_stopping();
+    workers.stop().await;
+    Ok(())
+}
+
+fn reload(shared: &Shared, resolver: Option<&CertificateResolver>, path: &Path, status: &str) {
+    systemd::notify_reloading();
+    match DaemonConfig::load(path) {
+        Ok(config)
+            if config.tls.is_some() != resolver.is_some()
+                || config.client_token.is_some() != shared.client_token.load().is_some() =>
+        {
+            tracing::error!(
+                config = %path.display(),
+                "reload failed: turning TLS or the client token on or off takes a restart; \
+                 still serving with the previous configuration"
+            );
+        }
+        Ok(config) => match Policy::new(config.document.policy) {
+            Ok(policy) => {
+                if let (Some(resolver), Some(certificate)) = (resolver, &config.tls) {
+                    resolver.replace(certificate);
+                }
+                shared.replace(policy, config.client_token);
+                tracing::info!(config = %path.display(), "configuration reloaded (listen, workers and connection limits change on restart)");
+            }
+            Err(err) => {
+                tracing::error!(
+                    error = &err as &dyn std::error::Error,
+                    "reload failed; still serving with the previous configuration"
+                );
+            }
+        },
+        Err(err) => {
+            tracing::error!(
+                error = &err as &dyn std::error::Error,
+                "reload failed; still serving with the previous configuration"
+            );
+        }
+    }
+    systemd::notify_ready(status);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn printable_escapes_what_python_isprintable_refuses() {
+        for plain in [
+            "@alice:example.org",
+            "Zoë",
+            "e\u{301}",
+            "日本",
+            "a b",
+            "key\"'\\",
+        ] {
+            assert_eq!(printable(plain), plain, "{plain:?}");
+        }
+        // control, bidi override, zero-width space, no-break space, line separator, private use
+        for (hostile, escaped) in [
+            ("a\nb", "a\\nb"),
+            ("a\u{202e}b", "a\\u{202e}b"),
+            ("a\u{200b}b", "a\\u{200b}b"),
+            ("a\u{a0}b", "a\\u{a0}b"),
+            ("a\u{2028}b", "a\\u{2028}b"),
+            ("a\u{e000}b", "a\\u{e000}b"),
+        ] {
+            assert_eq!(printable(hostile), escaped, "{hostile:?}");
+        }
+        let long = "a".repeat(300);
+        assert_eq!(printable(&long), format!("{}…", "a".repeat(255)));
+    }
+}
