@@ -96,3 +96,90 @@ def test_the_impostors_victim_is_left_alone(hs_with_impostor):
     status, _ = hs.request("GET", "/_synapse/admin/v2/users/@newcomer:test.local", access_token=hs.admin_token)
     assert status == 404, "the impostor's verdict registered an account"
     assert "JWT login accepted" not in hs.log_text()
+
+
+# --- The real daemon across hosts: TLS with a private CA, and a client credential -------------
+
+CLIENT_TOKEN = "client-token-0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def tls_daemon(tmp_path_factory):
+    from helpers import SECRET
+    from homeserver import Daemon
+    from tls import make_ca
+
+    directory = tmp_path_factory.mktemp("tls-daemon")
+    pki = make_ca(directory, "localhost", "127.0.0.1")
+    token_file = directory / "client-token"
+    token_file.write_text(CLIENT_TOKEN + "\n")
+    token_file.chmod(0o600)
+    daemon = Daemon(
+        directory,
+        f'secret = "{SECRET}"\n[server]\nworkers = 1\n'
+        f'tls_certificate = "{pki.cert_file}"\ntls_key = "{pki.key_file}"\nclient_token_file = "{token_file}"\n',
+        tcp=True,
+    )
+    daemon.start()
+    port = daemon.url.rsplit(":", 1)[1]
+    yield daemon, f"https://localhost:{port}", pki, token_file
+    daemon.stop()
+
+
+def _homeserver_for(tmp_path_factory, name: str, verifier: dict) -> Homeserver:
+    server = Homeserver(tmp_path_factory.mktemp(name), {"verifier": {**verifier, "timeout_seconds": 5}})
+    server.start()
+    server.register_with_shared_secret("existing", admin=False)
+    return server
+
+
+def test_tls_daemon_with_the_credential_logs_in(tls_daemon, tmp_path_factory):
+    from helpers import claims, token
+
+    daemon, url, pki, token_file = tls_daemon
+    hs = _homeserver_for(
+        tmp_path_factory, "tls-ok", {"url": url, "ca_file": str(pki.ca_file), "client_token_file": str(token_file)}
+    )
+    try:
+        status, body = hs.login("existing", token(claims("existing")))
+        assert (status, body.get("user_id")) == (200, "@existing:test.local"), body
+        status, body = hs.login("existing", token(claims("existing", exp=1)))
+        assert (status, body.get("errcode")) == (403, "M_FORBIDDEN"), body
+        wait_until(lambda: "JWT login rejected for @existing:test.local: expired" in hs.log_text(), 5, "log")
+    finally:
+        hs.stop()
+
+
+def test_tls_daemon_refuses_a_module_without_the_credential(tls_daemon, tmp_path_factory):
+    from helpers import claims, token
+
+    daemon, url, pki, _ = tls_daemon
+    # On loopback the module may omit the credential; the daemon still wants it.
+    hs = _homeserver_for(tmp_path_factory, "tls-no-token", {"url": url, "ca_file": str(pki.ca_file)})
+    try:
+        status, body = hs.login("existing", token(claims("existing")))
+        assert (status, body.get("errcode")) == (403, "M_FORBIDDEN"), body
+        line = "JWT login refused for @existing:test.local: verifier daemon at"
+        wait_until(lambda: line in hs.log_text() and "(daemon_error: HTTP 401" in hs.log_text(), 5, "ERROR line")
+    finally:
+        hs.stop()
+
+
+def test_a_daemon_with_an_untrusted_certificate_gets_no_token(tls_daemon, tmp_path_factory):
+    from helpers import claims, token
+    from tls import make_ca
+
+    daemon, url, _, token_file = tls_daemon
+    other = make_ca(tmp_path_factory.mktemp("other-ca"), "localhost", "127.0.0.1")
+    hs = _homeserver_for(
+        tmp_path_factory,
+        "tls-untrusted",
+        {"url": url, "ca_file": str(other.ca_file), "client_token_file": str(token_file)},
+    )
+    try:
+        status, body = hs.login("existing", token(claims("existing")))
+        assert (status, body.get("errcode")) == (403, "M_FORBIDDEN"), body
+        wait_until(lambda: "gave no verdict (daemon_unavailable" in hs.log_text(), 5, "ERROR line")
+        assert "JWT login accepted" not in hs.log_text()
+    finally:
+        hs.stop()
