@@ -25,7 +25,8 @@ pub mod telemetry;
 
 pub use config::{Config, ConfigError, Document, Origin};
 pub use jsonwebtoken::Algorithm;
-pub use verify::{RejectReason, Rejection, Verdict, Verifier};
+pub use subject::{UserError, localpart};
+pub use verify::{MAX_TOKEN_BYTES, RejectReason, Rejection, Verdict, Verifier};
 
 /// Selects aws-lc as jsonwebtoken's crypto backend for this process.
 ///

@@ -5,7 +5,7 @@ const MAX_USER_ID_LEN: usize = 255;
 
 /// Why a user string cannot name a local user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum UserError {
+pub enum UserError {
     /// Not a valid localpart or user id.
     Invalid,
     /// A full user id of another homeserver.
@@ -15,8 +15,9 @@ pub(crate) enum UserError {
 /// Returns the lowercase localpart that `user` names on `server_name`.
 ///
 /// Lowercase because Synapse registers only lowercase localparts and finds users
-/// case-insensitively; the canonical spelling comes from Synapse itself.
-pub(crate) fn localpart(user: &str, server_name: &str) -> Result<String, UserError> {
+/// case-insensitively; the canonical spelling comes from Synapse itself. Public so that the
+/// Synapse module checks a daemon's verdict against the login with this same rule.
+pub fn localpart(user: &str, server_name: &str) -> Result<String, UserError> {
     let local = match user.strip_prefix('@') {
         Some(rest) => {
             let (local, server) = rest.split_once(':').ok_or(UserError::Invalid)?;

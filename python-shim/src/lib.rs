@@ -237,11 +237,21 @@ fn reject_reasons() -> Vec<&'static str> {
         .collect()
 }
 
+/// The lowercase localpart that `user` (a localpart or a full user id) names on `server_name`,
+/// or None when it names no valid local user: the core's own rule, so that the module checks a
+/// daemon's verdict against the login exactly as the verifier matched the token to it.
+#[pyfunction]
+fn localpart(user: &str, server_name: &str) -> Option<String> {
+    synapse_token_auth::localpart(user, server_name).ok()
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     synapse_token_auth::install_crypto_provider();
     m.add_class::<PyVerifier>()?;
     m.add_class::<PyFetchRequest>()?;
     m.add_function(wrap_pyfunction!(reject_reasons, m)?)?;
+    m.add_function(wrap_pyfunction!(localpart, m)?)?;
+    m.add("MAX_TOKEN_BYTES", synapse_token_auth::MAX_TOKEN_BYTES)?;
     Ok(())
 }

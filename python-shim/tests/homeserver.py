@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -82,17 +83,33 @@ class Daemon:
 
 
 class Homeserver:
-    def __init__(self, directory: Path, module_config: dict[str, Any]) -> None:
+    """`extra` adds or overrides top-level settings of homeserver.yaml; `pythonpath` lets Synapse
+    import further modules (a spam checker) from there."""
+
+    def __init__(
+        self,
+        directory: Path,
+        module_config: dict[str, Any],
+        extra: dict[str, Any] | None = None,
+        pythonpath: Path | None = None,
+    ) -> None:
         self.dir = directory
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = directory / "homeserver.log"
         self.process: subprocess.Popen | None = None
-        self.config = homeserver_config.write(directory, self.port, module_config)
+        self.pythonpath = pythonpath
+        self.config = homeserver_config.write(directory, self.port, module_config, extra=extra)
         self.shared_secret = json.loads(self.config.read_text())["registration_shared_secret"]
         self.client = Client(self.base)
 
     def start(self) -> None:
+        env = None
+        if self.pythonpath is not None:
+            env = {
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(self.pythonpath), os.environ.get("PYTHONPATH")])),
+            }
         with open(self.dir / "stdout.log", "ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "synapse.app.homeserver", "-c", str(self.config)],
@@ -100,6 +117,7 @@ class Homeserver:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
+                env=env,
             )
 
         def up() -> bool:

@@ -43,7 +43,9 @@ def test_config_never_echoes_the_secret():
         ("secret", ["mapping"]),
         ({"verifier": {"socket": "/run/v.sock"}, "secret": SECRET}, ["`secret`", "daemon"]),
         ({"verifier": {"socket": "/a", "url": "http://b"}}, ["exactly one"]),
-        ({"verifier": {"url": "https://b"}}, ["`verifier.url`"]),
+        ({"verifier": {"url": "ftp://127.0.0.1:9"}}, ["`verifier.url`"]),
+        ({"verifier": {"url": "http://127.0.0.1:99999"}}, ["`verifier.url`"]),
+        ({"verifier": {"url": "http://u:p@127.0.0.1:9"}}, ["`verifier.url`"]),
         ({"verifier": {"socket": "/a", "timeout_seconds": 0}}, ["`verifier.timeout_seconds`"]),
         ({"verifier": {"socket": "/a", "retries": 3}}, ["`verifier.retries`"]),
         ({"jwks_url": "http://idp.example.org/jwks"}, ["`jwks_url`", "https"]),
@@ -65,6 +67,89 @@ def test_config_reports_every_problem_at_once():
         TokenAuthenticator.parse_config({"secret": "short", "leeway_seconds": -5, "issuer": 3})
     text = str(e.value)
     assert "`secret`" in text and "`leeway_seconds`" in text and "`issuer`" in text
+
+
+@pytest.mark.parametrize(
+    "url", ["http://verifier.internal:8080", "http://10.0.0.5:8080", "http://0.0.0.0:8080", "http://[fe80::1]:80"]
+)
+def test_config_plain_http_only_to_loopback(url):
+    with pytest.raises(ConfigError) as e:
+        TokenAuthenticator.parse_config({"verifier": {"url": url}})
+    assert "`verifier.url`" in str(e.value) and "loopback" in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9", "http://127.1.2.3:9", "http://[::1]:9", "http://localhost:9"])
+def test_config_plain_http_to_loopback(url):
+    assert TokenAuthenticator.parse_config({"verifier": {"url": url}}).daemon.url == url
+
+
+@pytest.fixture
+def tls_files(tmp_path):
+    from tls import make_ca
+
+    ca = make_ca(tmp_path, "verifier.internal")
+    token_file = tmp_path / "client-token"
+    token_file.write_text("s3cr3t-client-token\n")
+    return ca.ca_file, token_file
+
+
+def test_config_https_needs_a_ca_file_and_across_hosts_a_client_token(tls_files):
+    ca_file, token_file = tls_files
+    url = "https://verifier.internal:8443"
+    with pytest.raises(ConfigError) as e:
+        TokenAuthenticator.parse_config({"verifier": {"url": url}})
+    assert "`verifier.ca_file`" in str(e.value) and "`verifier.client_token_file`" in str(e.value), str(e.value)
+    with pytest.raises(ConfigError) as e:
+        TokenAuthenticator.parse_config({"verifier": {"url": url, "ca_file": str(ca_file)}})
+    assert "`verifier.client_token_file`" in str(e.value) and "`verifier.ca_file`" not in str(e.value)
+    config = TokenAuthenticator.parse_config(
+        {"verifier": {"url": url, "ca_file": str(ca_file), "client_token_file": str(token_file)}}
+    )
+    assert config.daemon.client_token == "s3cr3t-client-token", "one trailing newline stripped"
+    assert len(config.daemon.ca_certificates) == 1
+    assert "s3cr3t" not in repr(config)
+    # On loopback the credential is optional, with https as with http and the socket.
+    assert TokenAuthenticator.parse_config({"verifier": {"url": "https://localhost:8443", "ca_file": str(ca_file)}})
+    config = TokenAuthenticator.parse_config(
+        {"verifier": {"socket": "/run/v.sock", "client_token_file": str(token_file)}}
+    )
+    assert config.daemon.client_token == "s3cr3t-client-token"
+
+
+@pytest.mark.parametrize(
+    ("verifier", "key", "needle"),
+    [
+        ({"url": "https://h:1", "ca_file": "/nonexistent.pem"}, "ca_file", "/nonexistent.pem"),
+        ({"url": "https://h:1", "ca_file": "relative.pem"}, "ca_file", "absolute"),
+        ({"url": "https://h:1", "ca_file": "TOKEN"}, "ca_file", "no PEM certificate"),
+        ({"url": "https://h:1", "ca_file": "BROKEN"}, "ca_file", "cannot be read"),
+        ({"url": "http://127.0.0.1:1", "ca_file": "CA"}, "ca_file", "https"),
+        ({"socket": "/a", "ca_file": "CA"}, "ca_file", "https"),
+        ({"socket": "/a", "client_token_file": "/nonexistent"}, "client_token_file", "/nonexistent"),
+        ({"socket": "/a", "client_token_file": "EMPTY"}, "client_token_file", "visible ASCII"),
+        ({"socket": "/a", "client_token_file": "SPACED"}, "client_token_file", "visible ASCII"),
+        ({"socket": "/a", "client_token_file": "TWO_NEWLINES"}, "client_token_file", "visible ASCII"),
+    ],
+)
+def test_config_tls_and_credential_errors_name_the_key(tmp_path, tls_files, verifier, key, needle):
+    ca_file, token_file = tls_files
+    files = {
+        "CA": str(ca_file),
+        "TOKEN": str(token_file),
+        "BROKEN": tmp_path / "broken.pem",
+        "EMPTY": tmp_path / "empty",
+        "SPACED": tmp_path / "spaced",
+        "TWO_NEWLINES": tmp_path / "two-newlines",
+    }
+    files["BROKEN"].write_text("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n")
+    files["EMPTY"].write_text("\n")
+    files["SPACED"].write_text("two words\n")
+    files["TWO_NEWLINES"].write_text("token\n\n")
+    verifier = {k: str(files.get(v, v)) if k.endswith("_file") else v for k, v in verifier.items()}
+    with pytest.raises(ConfigError) as e:
+        TokenAuthenticator.parse_config({"verifier": {**verifier, "client_token_file": str(token_file), **verifier}})
+    assert f"`verifier.{key}`" in str(e.value) and needle in str(e.value), str(e.value)
+    assert "s3cr3t" not in str(e.value)
 
 
 def test_config_daemon_mode():

@@ -4,7 +4,9 @@ Every refusal asserts the reason code in the log, not only the ``None``."""
 
 from __future__ import annotations
 
+import json
 import logging
+from types import SimpleNamespace
 from unittest.mock import create_autospec
 
 import pytest
@@ -28,12 +30,19 @@ def run(coro):
     return results[0]
 
 
-def make_api(existing: dict[str, str] | None = None):
-    """`existing` maps lowercase user ids to their canonical spelling."""
+def make_api(existing: dict[str, str] | None = None, guests: tuple[str, ...] = (), app_services: tuple = ()):
+    """`existing` maps lowercase user ids to their canonical spelling; `guests` are canonical ids
+    of guest accounts among them."""
     api = create_autospec(ModuleApi, instance=True)
     api.server_name = SERVER_NAME
     existing = existing if existing is not None else {}
     api.check_user_exists.side_effect = lambda user_id: defer.succeed(existing.get(user_id.lower()))
+    # async in ModuleApi, so an AsyncMock: the side effect is the result.
+    api.get_userinfo_by_id.side_effect = lambda user_id: (
+        SimpleNamespace(is_guest=user_id in guests, appservice_id=None) if user_id in existing.values() else None
+    )
+    # Not part of ModuleApi's signature (the module reads Synapse's application services there).
+    api._store = SimpleNamespace(get_app_services=lambda: list(app_services))
 
     def register_user(localpart, displayname=None, emails=None, admin=False):
         user_id = f"@{localpart}:{SERVER_NAME}"
@@ -50,6 +59,15 @@ def make_module(api, **config):
 
 def login(module, user, tok):
     return run(module.check_auth(user, LOGIN_TYPE, {"token": tok}))
+
+
+def login_accepted_by_synapse(module, user, tok):
+    """A login, and Synapse's acceptance of it: the callback it runs once the login passed its
+    own checks and got an access token."""
+    result = login(module, user, tok)
+    if result is not None and result[1] is not None:
+        run(result[1]({"user_id": result[0], "access_token": "syt_x", "device_id": "D"}))
+    return result
 
 
 def assert_rejected(caplog, reason, user_id):
@@ -85,10 +103,13 @@ def test_module_registers_new_user_only_when_allowed(caplog):
 
     module = make_module(api, allow_registration=True)
     tok = token(claims("bob", displayname="Bob B", admin=True))
-    assert login(module, "Bob", tok) == ("@bob:test.local", None)
-    api.register_user.assert_called_once_with("bob", displayname="Bob B", admin=True)
-    # both were applied by the registration itself
+    user_id, callback = login(module, "Bob", tok)
+    assert user_id == "@bob:test.local"
+    # The display name comes with the new account; admin only once Synapse accepts the login.
+    api.register_user.assert_called_once_with("bob", displayname="Bob B")
     api.set_user_admin.assert_not_called()
+    run(callback({}))
+    api.set_user_admin.assert_called_once_with("@bob:test.local", True)
     api.set_displayname.assert_not_called()
 
 
@@ -100,12 +121,30 @@ def test_module_treats_concurrent_registration_as_success():
         calls.append(localpart)
         # another login won the race: the user exists now
         api.check_user_exists.side_effect = lambda user_id: defer.succeed("@carol:test.local")
+        api.get_userinfo_by_id.side_effect = lambda user_id: SimpleNamespace(is_guest=False, appservice_id=None)
         return defer.fail(SynapseError(400, "User ID already taken.", errcode="M_USER_IN_USE"))
 
     api.register_user.side_effect = register_user
     module = make_module(api, allow_registration=True)
     assert login(module, "carol", token(claims("carol"))) == ("@carol:test.local", None)
     assert calls == ["carol"]
+
+
+def test_module_applies_the_claims_of_a_login_that_lost_the_registration_race():
+    api = make_api()
+
+    def register_user(localpart, displayname=None, emails=None, admin=False):
+        api.check_user_exists.side_effect = lambda user_id: defer.succeed("@carol:test.local")
+        api.get_userinfo_by_id.side_effect = lambda user_id: SimpleNamespace(is_guest=False, appservice_id=None)
+        return defer.fail(SynapseError(400, "User ID already taken.", errcode="M_USER_IN_USE"))
+
+    api.register_user.side_effect = register_user
+    module = make_module(api, allow_registration=True)
+    tok = token(claims("carol", admin=True, displayname="Carol"))
+    assert login_accepted_by_synapse(module, "carol", tok)[0] == "@carol:test.local"
+    # The winner's token may have said otherwise: this login's claims count, as on any login.
+    api.set_user_admin.assert_called_once_with("@carol:test.local", True)
+    api.set_displayname.assert_called_once_with(UserID.from_string("@carol:test.local"), "Carol")
 
 
 def test_module_refuses_when_registration_fails(caplog):
@@ -121,11 +160,32 @@ def test_module_refuses_when_registration_fails(caplog):
 def test_module_applies_admin_claim_to_existing_user():
     api = make_api({"@erin:test.local": "@erin:test.local"})
     module = make_module(api)
-    login(module, "erin", token(claims("erin", admin=True)))
+    login_accepted_by_synapse(module, "erin", token(claims("erin", admin=True)))
     api.set_user_admin.assert_called_once_with("@erin:test.local", True)
     api.set_user_admin.reset_mock()
-    login(module, "erin", token(claims("erin", admin=False)))
+    login_accepted_by_synapse(module, "erin", token(claims("erin", admin=False)))
     api.set_user_admin.assert_called_once_with("@erin:test.local", False)
+
+
+def test_module_changes_nothing_before_synapse_accepts_the_login():
+    # Synapse refuses deactivated, locked, unapproved and spam-blocked accounts after the auth
+    # checker: until it runs the callback, nothing may change.
+    api = make_api({"@erin:test.local": "@erin:test.local"})
+    user_id, callback = login(make_module(api), "erin", token(claims("erin", admin=True, displayname="E")))
+    assert user_id == "@erin:test.local" and callback is not None
+    api.set_user_admin.assert_not_called()
+    api.set_displayname.assert_not_called()
+    run(callback({}))
+    api.set_user_admin.assert_called_once_with("@erin:test.local", True)
+    api.set_displayname.assert_called_once_with(UserID.from_string("@erin:test.local"), "E")
+
+
+def test_module_claims_callback_never_raises(caplog):
+    api = make_api({"@erin:test.local": "@erin:test.local"})
+    api.set_user_admin.side_effect = RuntimeError("database is gone")
+    _, callback = login(make_module(api), "erin", token(claims("erin", admin=True)))
+    assert run(callback({})) is None
+    assert "could not be applied" in caplog.text and "database is gone" in caplog.text
 
 
 def test_module_rejects_non_boolean_admin_claim(caplog):
@@ -138,10 +198,11 @@ def test_module_rejects_non_boolean_admin_claim(caplog):
 
 def test_module_applies_displayname_on_login_unless_disabled():
     api = make_api({"@frank:test.local": "@frank:test.local"})
-    login(make_module(api), "frank", token(claims("frank", displayname="Frank")))
+    login_accepted_by_synapse(make_module(api), "frank", token(claims("frank", displayname="Frank")))
     api.set_displayname.assert_called_once_with(UserID.from_string("@frank:test.local"), "Frank")
     api.set_displayname.reset_mock()
-    login(make_module(api, update_displayname_on_login=False), "frank", token(claims("frank", displayname="F")))
+    module = make_module(api, update_displayname_on_login=False)
+    login_accepted_by_synapse(module, "frank", token(claims("frank", displayname="F")))
     api.set_displayname.assert_not_called()
 
 
@@ -261,3 +322,145 @@ def test_daemon_answers_that_are_verdicts():
     assert ok["result"] == "accepted"
     no = _parse_answer(403, b'{"reason": "expired"}')
     assert no == {"result": "rejected", "reason": "expired", "alg": None, "kid": None}
+
+
+# --- Daemon mode: the module checks every verdict against its own login -----------------------
+
+
+def daemon_module(api, answer: dict | None = None, calls: list | None = None):
+    """A daemon-mode module whose daemon answers 200 with `answer` (or, without one, the verdict
+    a real daemon gives for the login), as the daemon client parses it."""
+    module = TokenAuthenticator(TokenAuthenticator.parse_config({"verifier": {"socket": "/nonexistent"}}), api)
+
+    async def verify(tok, user, server_name):
+        if calls is not None:
+            calls.append((tok, user))
+        body = answer if answer is not None else honest_verdict(user.lower().lstrip("@").split(":")[0])
+        return _parse_answer(200, json.dumps(body).encode())
+
+    module._daemon.verify = verify
+    return module
+
+
+def honest_verdict(name: str, **overrides) -> dict:
+    return {
+        "user_id": f"@{name}:{SERVER_NAME}",
+        "localpart": name,
+        "may_register": False,
+        "admin": None,
+        "displayname": None,
+        "update_displayname_on_login": True,
+        "alg": "HS512",
+        "kid": None,
+        "key": "primary",
+        **overrides,
+    }
+
+
+def assert_daemon_error(caplog, user_id):
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any(f"JWT login refused for {user_id}" in e and "daemon_error" in e for e in errors), errors
+
+
+def test_daemon_verdict_for_the_login_user_is_accepted():
+    api = make_api({"@alice:test.local": "@alice:test.local"})
+    module = daemon_module(api, honest_verdict("alice", admin=True, displayname="Alice", kid="k1"))
+    assert login_accepted_by_synapse(module, "@ALICE:test.local", "a.b.c")[0] == "@alice:test.local"
+    api.set_user_admin.assert_called_once_with("@alice:test.local", True)
+
+
+IMPOSTOR_VERDICTS = {
+    "another user": honest_verdict("victim", admin=True),
+    "another user, matching localpart": honest_verdict("alice", user_id="@victim:test.local"),
+    "another server": honest_verdict("alice", user_id="@alice:other.example"),
+    "bare user_id": honest_verdict("alice", user_id="alice"),
+    "localpart not lowercase": honest_verdict("alice", localpart="Alice"),
+    "admin as a string": honest_verdict("alice", admin="true"),
+    "admin as a number": honest_verdict("alice", admin=1),
+    "may_register as a string": honest_verdict("alice", may_register="yes"),
+    "displayname as a number": honest_verdict("alice", displayname=5),
+    "displayname as a list": honest_verdict("alice", displayname=["Alice"]),
+    "update_displayname_on_login null": honest_verdict("alice", update_displayname_on_login=None),
+    "alg null": honest_verdict("alice", alg=None),
+    "kid as a number": honest_verdict("alice", kid=7),
+    "key missing": {k: v for k, v in honest_verdict("alice").items() if k != "key"},
+    "may_register missing": {k: v for k, v in honest_verdict("alice").items() if k != "may_register"},
+}
+
+
+@pytest.mark.parametrize("answer", IMPOSTOR_VERDICTS.values(), ids=IMPOSTOR_VERDICTS.keys())
+def test_daemon_verdicts_that_do_not_answer_the_login_are_refused(caplog, answer):
+    api = make_api({"@alice:test.local": "@alice:test.local", "@victim:test.local": "@victim:test.local"})
+    assert login(daemon_module(api, answer), "alice", "garbage") is None
+    assert_daemon_error(caplog, "@alice:test.local")
+    api.check_user_exists.assert_not_called()
+    api.set_user_admin.assert_not_called()
+    api.register_user.assert_not_called()
+
+
+def test_daemon_verdict_for_an_invalid_login_user_is_refused(caplog):
+    # The core refuses such a login (invalid_user): a verdict for it is not the daemon's.
+    api = make_api()
+    assert login(daemon_module(api, honest_verdict("al ice")), "al ice", "a.b.c") is None
+    assert_daemon_error(caplog, "@al ice:test.local")
+
+
+# --- Input the verifier need not see ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("user", "tok", "reason", "logged_user"),
+    [
+        ("alice", "a" * (8 * 1024 + 1), "token_too_large", "@alice:test.local"),
+        ("alice", "a" * (20 * 1024), "token_too_large", "@alice:test.local"),
+        ("alice", "eyJhbGciOiJIUzI1NiJ9.e30.\ud800", "malformed_token", "@alice:test.local"),
+        ("alice", "a.b.c\u00e9", "malformed_token", "@alice:test.local"),
+        ("alice", "a.b.c\x00" * 1000, "malformed_token", "@alice:test.local"),
+        ("alice", '"' * 8000, "malformed_token", "@alice:test.local"),
+        ("\ud800", "a.b.c", "invalid_user", "@\\ud800:test.local"),
+        ("a" * 256, "a.b.c", "invalid_user", "@" + "a" * 254),
+        ("\u00e9" * 128, "a.b.c", "invalid_user", "@" + "\u00e9" * 128 + ":test.local"),
+        (["alice"], "a.b.c", "invalid_user", "['alice']"),
+    ],
+    ids=[
+        "token over 8 KiB",
+        "token over the daemon's body bound",
+        "token with a lone surrogate",
+        "token not ASCII",
+        "token with control characters",
+        "token of quotes",
+        "user with a lone surrogate",
+        "user over 255 bytes",
+        "user over 255 bytes in UTF-8",
+        "user not a string",
+    ],
+)
+@pytest.mark.parametrize("mode", ["embedded", "daemon"])
+def test_module_refuses_input_no_verifier_accepts_before_asking(caplog, mode, user, tok, reason, logged_user):
+    caplog.set_level(logging.INFO)
+    api = make_api({"@alice:test.local": "@alice:test.local"})
+    calls: list = []
+    module = make_module(api) if mode == "embedded" else daemon_module(api, calls=calls)
+    assert run(module.check_auth(user, LOGIN_TYPE, {"token": tok})) is None
+    assert_rejected(caplog, reason, logged_user)
+    assert calls == [], "the daemon was asked"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+# --- Accounts that Synapse keeps for others ----------------------------------------------------
+
+
+def test_module_refuses_guest_accounts(caplog):
+    caplog.set_level(logging.INFO)
+    api = make_api({"@1:test.local": "@1:test.local"}, guests=("@1:test.local",))
+    assert login_accepted_by_synapse(make_module(api), "1", token(claims("1", admin=True))) is None
+    assert_rejected(caplog, "guest_account", "@1:test.local")
+    api.set_user_admin.assert_not_called()
+
+
+def test_module_fails_closed_without_a_list_of_application_services(caplog):
+    api = make_api({"@alice:test.local": "@alice:test.local"})
+    api._store = SimpleNamespace()
+    assert login(make_module(api), "alice", token(claims("alice"))) is None
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("JWT login refused for @alice:test.local" in e and "internal_error" in e for e in errors), errors

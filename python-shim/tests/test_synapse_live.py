@@ -133,6 +133,33 @@ def test_bad_tokens_are_refused_with_the_reason_logged(hs, case, tok, reason):
     assert tok not in hs.log_text(), "the token must never be logged"
 
 
+def _unusable_input():
+    return [
+        ("token over the daemon's body bound", "existing", "a" * 20_000, "token_too_large", "@existing:test.local"),
+        (
+            "token with a lone surrogate",
+            "existing",
+            jwt("existing") + "\ud800",
+            "malformed_token",
+            "@existing:test.local",
+        ),
+        ("user over the daemon's body bound", "a" * 20_000, jwt("existing"), "invalid_user", "@" + "a" * 254),
+        ("user with a lone surrogate", "\ud800", jwt("existing"), "invalid_user", "@\\ud800:test.local"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("case", "user", "tok", "reason", "logged"), _unusable_input(), ids=[c[0] for c in _unusable_input()]
+)
+def test_unusable_input_is_refused_at_info_before_the_verifier(hs, case, user, tok, reason, logged):
+    status, body = hs.login(user, tok)
+    assert (status, body.get("errcode")) == (403, "M_FORBIDDEN"), body
+    line = f" INFO JWT login rejected for {logged}: {reason}"
+    wait_until(lambda: line in hs.log_text(), 5, f"log line {line!r}")
+    errors = [line for line in hs.log_text().splitlines() if "synapse_token_auth" in line and " ERROR " in line]
+    assert errors == [], "a client's input looks like an outage"
+
+
 def test_foreign_identifier_is_refused(hs):
     assert_refused(hs, "@existing:other.example", jwt("existing"), "foreign_server")
 

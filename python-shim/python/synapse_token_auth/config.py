@@ -7,9 +7,12 @@ in the verifier daemon; the module only needs to know where to reach it.
 
 from __future__ import annotations
 
+import ipaddress
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from synapse_token_auth import _native
 
@@ -34,11 +37,16 @@ def _config_error(message: str) -> Exception:
 
 @dataclass(frozen=True)
 class DaemonEndpoint:
-    """Where the verifier daemon listens: a unix socket path or an http:// URL."""
+    """Where the verifier daemon listens (a unix socket path or a URL), and how the module proves
+    itself to it and checks it."""
 
     socket: str | None
     url: str | None
     timeout: float
+    #: PEM blocks of the CAs trusted for an https:// URL (nothing else is).
+    ca_certificates: tuple[bytes, ...] = ()
+    #: Sent as ``Authorization: Bearer``; kept out of reprs.
+    client_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,12 @@ def parse(config: Any) -> ModuleConfig:
     return ModuleConfig(verifier=verifier, daemon=None)
 
 
+_DAEMON_KEYS = ("socket", "url", "timeout_seconds", "ca_file", "client_token_file")
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL)
+# What a Bearer credential may hold without quoting (RFC 6750 b64token is a subset).
+_CLIENT_TOKEN = re.compile(r"[\x21-\x7e]+")
+
+
 def _parse_daemon(config: dict[str, Any]) -> DaemonEndpoint:
     problems = []
     others = sorted(k for k in config if k != "verifier")
@@ -86,26 +100,135 @@ def _parse_daemon(config: dict[str, Any]) -> DaemonEndpoint:
     section = config["verifier"]
     if not isinstance(section, dict):
         raise _config_error("`verifier`: expected a mapping with `socket` or `url`")
-    unknown = sorted(set(section) - {"socket", "url", "timeout_seconds"})
+    unknown = sorted(set(section) - set(_DAEMON_KEYS))
     for key in unknown:
-        problems.append(f"`verifier.{key}`: unknown key; known keys are socket, url, timeout_seconds")
+        problems.append(f"`verifier.{key}`: unknown key; known keys are {', '.join(_DAEMON_KEYS)}")
     socket = section.get("socket")
     url = section.get("url")
     if (socket is None) == (url is None):
         problems.append("`verifier`: set exactly one of `socket` and `url`")
     if socket is not None and not (isinstance(socket, str) and socket.startswith("/")):
         problems.append("`verifier.socket`: expected an absolute path to a unix socket")
-    if url is not None and not (isinstance(url, str) and url.startswith("http://")):
-        problems.append("`verifier.url`: expected an http:// URL such as http://127.0.0.1:8008")
+    scheme, loopback = None, socket is not None
+    if url is not None:
+        scheme, loopback, problem = _check_url(url)
+        if problem:
+            problems.append(f"`verifier.url`: {problem}")
     timeout = section.get("timeout_seconds", DEFAULT_DAEMON_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (0 < timeout <= MAX_DAEMON_TIMEOUT):
         problems.append(
             f"`verifier.timeout_seconds`: expected a number of seconds between 0 and {MAX_DAEMON_TIMEOUT:g}"
         )
         timeout = DEFAULT_DAEMON_TIMEOUT
+
+    ca_certificates: tuple[bytes, ...] = ()
+    ca_file = section.get("ca_file")
+    if scheme == "https" and ca_file is None:
+        problems.append(
+            "`verifier.ca_file`: required with an https:// `url`: the PEM file of the CA that signed "
+            "the daemon's certificate (the system's CAs are not trusted for it)"
+        )
+    elif ca_file is not None and scheme != "https":
+        problems.append("`verifier.ca_file`: only used with an https:// `url`; remove it")
+    elif ca_file is not None:
+        ca_certificates, problem = _read_ca_file(ca_file)
+        if problem:
+            problems.append(f"`verifier.ca_file`: {problem}")
+
+    client_token = None
+    token_file = section.get("client_token_file")
+    if token_file is None and url is not None and scheme is not None and not loopback:
+        problems.append(
+            "`verifier.client_token_file`: required for a daemon on another host: the file with the "
+            "token the daemon's `client_token_file` holds"
+        )
+    elif token_file is not None:
+        client_token, problem = _read_client_token(token_file)
+        if problem:
+            problems.append(f"`verifier.client_token_file`: {problem}")
+
     if problems:
         raise _config_error(
             "invalid configuration in the `config` of the synapse_token_auth module in "
             "homeserver.yaml: " + "; ".join(problems)
         )
-    return DaemonEndpoint(socket=socket, url=url.rstrip("/") if url else None, timeout=float(timeout))
+    return DaemonEndpoint(
+        socket=socket,
+        url=url.rstrip("/") if url else None,
+        timeout=float(timeout),
+        ca_certificates=ca_certificates,
+        client_token=client_token,
+    )
+
+
+def _check_url(url: Any) -> tuple[str | None, bool, str | None]:
+    """(scheme, whether the host is loopback, problem or None) of a `verifier.url`."""
+    example = "expected http://127.0.0.1:PORT, or https://HOST:PORT for a daemon on another host"
+    if not isinstance(url, str):
+        return None, False, example
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port out of range)
+    except ValueError as e:
+        return None, False, f"{e}; {example}"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None, False, example
+    if parts.username is not None or parts.query or parts.fragment:
+        return None, False, "no user, query or fragment in the URL; " + example
+    loopback = _is_loopback(parts.hostname)
+    if parts.scheme == "http" and not loopback:
+        return (
+            None,
+            False,
+            "plain http:// only to a loopback host (127.0.0.0/8, ::1, localhost): across hosts use "
+            "https:// with `ca_file` and `client_token_file`",
+        )
+    return parts.scheme, loopback, None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _read_ca_file(path: Any) -> tuple[tuple[bytes, ...], str | None]:
+    if not isinstance(path, str) or not path.startswith("/"):
+        return (), "expected the absolute path of a PEM file"
+    try:
+        with open(path, "rb") as f:
+            pem = f.read()
+    except OSError as e:
+        return (), f"cannot read {path}: {e.strerror}"
+    blocks = tuple(m.group(0) for m in _PEM_CERTIFICATE.finditer(pem))
+    if not blocks:
+        return (), f"{path} holds no PEM certificate"
+    from twisted.internet.ssl import Certificate
+
+    for number, block in enumerate(blocks, 1):
+        try:
+            Certificate.loadPEM(block)
+        except Exception:  # OpenSSL.crypto.Error and friends
+            return (), f"certificate {number} in {path} cannot be read"
+    return blocks, None
+
+
+def _read_client_token(path: Any) -> tuple[str | None, str | None]:
+    if not isinstance(path, str) or not path.startswith("/"):
+        return None, "expected the absolute path of a file"
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(4097)
+    except OSError as e:
+        return None, f"cannot read {path}: {e.strerror}"
+    text = raw.decode("latin-1").removesuffix("\n")
+    # The token itself never appears in an error.
+    if len(raw) > 4096 or not _CLIENT_TOKEN.fullmatch(text):
+        return None, (
+            f"{path} must hold one token of at most 4096 visible ASCII characters, no spaces "
+            "(one trailing newline is ignored)"
+        )
+    return text, None

@@ -1,8 +1,10 @@
 """Asking the verifier daemon, without blocking Synapse's reactor.
 
-Twisted's own HTTP client over a UNIX (or TCP) endpoint: no threads, no extra dependencies.
-Every failure (daemon down, timeout, garbage answer) becomes a rejection with a reason code, so
-the login fails closed and Synapse keeps serving.
+Twisted's own HTTP client over a UNIX socket, loopback TCP, or TLS to another host (only the
+configured CAs trusted, host name checked, a client credential sent): no threads, no extra
+dependencies. Every failure (daemon down, timeout, garbage answer, TLS refused) becomes a
+rejection with a reason code, so the login fails closed and Synapse keeps serving. What an answer
+says is checked against the login by the module (verdict.py).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from typing import Any
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.ssl import Certificate, trustRootFromCertificates
 from twisted.web.client import (
     Agent,
+    BrowserLikePolicyForHTTPS,
     HTTPConnectionPool,
     RequestTransmissionFailed,
     ResponseDone,
@@ -23,7 +27,7 @@ from twisted.web.client import (
     ResponseNeverReceived,
 )
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
+from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer, IPolicyForHTTPS
 from zope.interface import implementer
 
 from synapse_token_auth.config import DaemonEndpoint
@@ -32,7 +36,6 @@ logger = logging.getLogger(__name__)
 
 #: The daemon's answers are a few hundred bytes; anything larger is not the daemon.
 MAX_RESPONSE_BYTES = 64 * 1024
-_HEADERS = Headers({b"Content-Type": [b"application/json"], b"User-Agent": [b"synapse-token-auth"]})
 
 
 class DaemonUnavailableError(Exception):
@@ -52,12 +55,25 @@ class _UnixEndpointFactory:
         return UNIXClientEndpoint(reactor, self._path)
 
 
+@implementer(IPolicyForHTTPS)
+class _NoTLS:
+    """For an http:// URL: a redirect-free Agent never needs TLS, and must never fall back to the
+    system's CAs if it did."""
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:  # noqa: N802 (Twisted's name)
+        raise DaemonUnavailableError("daemon_error", "https without `verifier.ca_file`")
+
+
 class DaemonClient:
     """POSTs to the daemon's ``/v1/verify`` over a kept-alive connection pool."""
 
     def __init__(self, endpoint: DaemonEndpoint, make_deferred_yieldable: Any = None) -> None:
         self._timeout = endpoint.timeout
         self._endpoint = endpoint
+        headers = {b"Content-Type": [b"application/json"], b"User-Agent": [b"synapse-token-auth"]}
+        if endpoint.client_token is not None:
+            headers[b"Authorization"] = [b"Bearer " + endpoint.client_token.encode("ascii")]
+        self._headers = Headers(headers)
         self._agent = self._make_agent(persistent=True)
         # For the retry: a connection of its own, never one from the pool.
         self._fresh_agent = self._make_agent(persistent=False)
@@ -76,7 +92,11 @@ class DaemonClient:
         pool.cachedConnectionTimeout = 20
         if self._endpoint.socket is not None:
             return Agent.usingEndpointFactory(reactor, _UnixEndpointFactory(self._endpoint.socket), pool=pool)
-        return Agent(reactor, pool=pool)
+        if self._endpoint.ca_certificates:
+            # Only the configured CAs, and the certificate must name the URL's host.
+            trust = trustRootFromCertificates([Certificate.loadPEM(pem) for pem in self._endpoint.ca_certificates])
+            return Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(trust), pool=pool)
+        return Agent(reactor, contextFactory=_NoTLS(), pool=pool)
 
     async def verify(self, token: str, user: str, server_name: str) -> dict[str, Any]:
         """The daemon's verdict as a dict; raises DaemonUnavailableError when there is none."""
@@ -98,7 +118,7 @@ class DaemonClient:
         return _parse_answer(status, payload)
 
     def _post(self, agent: Agent, body: bytes) -> defer.Deferred:
-        d = agent.request(b"POST", self._url, _HEADERS, _BytesProducer(body))
+        d = agent.request(b"POST", self._url, self._headers, _BytesProducer(body))
 
         def read(response: Any) -> defer.Deferred:
             body = _BoundedBody()
@@ -188,4 +208,8 @@ def _parse_answer(status: int, payload: bytes) -> dict[str, Any]:
         return answer
     if status == 403 and isinstance(answer.get("reason"), str):
         return {"result": "rejected", "reason": answer["reason"], "alg": None, "kid": None}
+    if status == 401:
+        raise DaemonUnavailableError(
+            "daemon_error", "HTTP 401: the daemon refused the client credential (`verifier.client_token_file`)"
+        )
     raise DaemonUnavailableError("daemon_error", f"HTTP {status}: {payload[:200]!r}")

@@ -1,30 +1,42 @@
 """The Synapse module: the ``com.famedly.login.token`` login type.
 
 Synapse calls :meth:`TokenAuthenticator.check_auth` with the login's user and token. The token is
-verified (in-process, or by the verifier daemon), then the user is found or registered through
-the public ModuleApi, the admin and display name claims are applied, and the canonical user id is
-returned. Every refusal returns ``None`` (Synapse answers 403 M_FORBIDDEN) and is logged once at
-INFO with the user and a reason code; nothing ever raises into Synapse.
+verified (in-process, or by the verifier daemon), the verdict is checked against the login, the
+user is found or registered through the public ModuleApi, and the canonical user id is returned
+with a callback that applies the admin and display name claims once Synapse has accepted the
+login. Every refusal returns ``None`` (Synapse answers 403 M_FORBIDDEN) and is logged once, with
+the user and a reason code; nothing ever raises into Synapse.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from synapse.module_api import ModuleApi, make_deferred_yieldable
 from synapse.module_api.errors import SynapseError
-from synapse.types import UserID
 
+from synapse_token_auth import _native, claims
 from synapse_token_auth import config as config_module
+from synapse_token_auth import verdict as verdict_module
 from synapse_token_auth.daemon_client import DaemonClient, DaemonUnavailableError
+from synapse_token_auth.logtext import printable, qualified
 from synapse_token_auth.published import KeyFetcher
+from synapse_token_auth.reserved import ReservedAccounts, ReservedCheckUnavailableError
 
 logger = logging.getLogger(__name__)
 
 LOGIN_TYPE = "com.famedly.login.token"
 LOGIN_FIELDS = ("token",)
+
+#: Longest user id Synapse accepts, in bytes (the Matrix spec's limit).
+MAX_USER_BYTES = 255
+# A compact JWS is three base64url parts joined by dots (RFC 7515 §7.1). Anything else is refused
+# before the verifier sees it: a control character or a quote would grow sixfold or twofold in
+# the daemon's JSON request, past its body bound, and a lone surrogate cannot cross into Rust.
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_.-]*")
 
 CheckAuthResult = tuple[str, Callable[[Any], Awaitable[None]] | None] | None
 
@@ -42,6 +54,7 @@ class TokenAuthenticator:
             if config.verifier is not None and config.verifier.fetches_keys
             else None
         )
+        self._reserved = ReservedAccounts(api)
         api.register_password_auth_provider_callbacks(auth_checkers={(LOGIN_TYPE, LOGIN_FIELDS): self.check_auth})
         if config.verifier is not None:
             logger.info("JWT login enabled (embedded verifier): %s", config.verifier.effective_config())
@@ -53,109 +66,152 @@ class TokenAuthenticator:
         return config_module.parse(config)
 
     async def check_auth(self, username: str, login_type: str, login_dict: dict[str, Any]) -> CheckAuthResult:
-        """Returns ``(canonical_user_id, None)`` for a valid token, else ``None``. Never raises."""
+        """Returns ``(canonical_user_id, callback)`` for a valid token, else ``None``. Never raises."""
         try:
             return await self._check_auth(username, login_type, login_dict)
         except Exception:
             # A bug or a database error: refuse this login, keep Synapse serving.
-            logger.exception("JWT login failed with an unexpected error for user %r", username)
+            logger.exception(
+                "JWT login refused for %s: internal_error (unexpected error)", qualified(username, self._server_name)
+            )
             return None
 
     # The original module's method name, for code that calls it directly.
     check_jwt_auth = check_auth
 
+    @property
+    def _server_name(self) -> str:
+        return self._api.server_name
+
     async def _check_auth(self, username: str, login_type: str, login_dict: dict[str, Any]) -> CheckAuthResult:
         if login_type != LOGIN_TYPE:
             return None
         token = login_dict.get("token")
-        if not isinstance(token, str) or not isinstance(username, str):
-            return self._reject(username, "malformed_token")
-        server_name = self._api.server_name
+        problem = _input_problem(username, token)
+        if problem is not None:
+            return self._reject(username, problem)
 
-        if self._daemon is not None:
-            try:
-                verdict = await self._daemon.verify(token, username, server_name)
-            except DaemonUnavailableError as e:
-                logger.error(
-                    "JWT login refused for %s: verifier daemon at %s gave no verdict (%s: %s)",
-                    _qualified(username, server_name),
-                    self._daemon.description,
-                    e.reason,
-                    e,
-                )
-                return None
-        elif self._keys is not None:
-            verdict = await self._keys.verify(token, username, server_name)
-        else:
+        answer = await self._verify(token, username)
+        if answer is None:
+            return None
+        if answer["result"] != "accepted":
+            return self._reject(username, answer["reason"], answer.get("alg"), answer.get("kid"))
+        try:
+            verdict = verdict_module.check(answer, username, self._server_name)
+        except verdict_module.InvalidVerdictError as e:
+            return self._refuse_error(username, "daemon_error" if self._daemon else "internal_error", str(e))
+
+        try:
+            return await self._log_in(verdict)
+        except ReservedCheckUnavailableError as e:
+            return self._refuse_error(verdict.user_id, "internal_error", str(e))
+
+    async def _verify(self, token: str, username: str) -> dict[str, Any] | None:
+        """The verifier's answer, or None (logged) when the daemon gave none."""
+        if self._keys is not None:
+            return await self._keys.verify(token, username, self._server_name)
+        if self._daemon is None:
             assert self._config.verifier is not None
-            verdict = self._config.verifier.verify(token, username, server_name)
+            return self._config.verifier.verify(token, username, self._server_name)
+        try:
+            return await self._daemon.verify(token, username, self._server_name)
+        except DaemonUnavailableError as e:
+            logger.error(
+                "JWT login refused for %s: verifier daemon at %s gave no verdict (%s: %s)",
+                qualified(username, self._server_name),
+                self._daemon.description,
+                e.reason,
+                e,
+            )
+            return None
 
-        if verdict["result"] != "accepted":
-            return self._reject(username, verdict["reason"], verdict.get("alg"), verdict.get("kid"))
+    async def _log_in(self, verdict: verdict_module.Verdict) -> CheckAuthResult:
+        reason = self._reserved.namespace_reason(verdict.user_id)
+        if reason is not None:
+            return self._reject(verdict.user_id, reason, verdict.alg, verdict.kid)
 
-        user_id: str = verdict["user_id"]
-        canonical = await self._api.check_user_exists(user_id)
+        canonical = await self._api.check_user_exists(verdict.user_id)
         registered = False
         if canonical is None:
-            if not verdict["may_register"]:
-                return self._reject(user_id, "unknown_user", verdict.get("alg"), verdict.get("kid"))
-            canonical = await self._register(verdict)
+            if not verdict.may_register:
+                return self._reject(verdict.user_id, "unknown_user", verdict.alg, verdict.kid)
+            canonical, registered = await self._register(verdict)
             if canonical is None:
                 return None
-            registered = True
+        if not registered:
+            reason = await self._reserved.account_reason(canonical)
+            if reason is not None:
+                return self._reject(canonical, reason, verdict.alg, verdict.kid)
 
-        # A fresh account got both at registration; an existing one gets them on every login.
-        admin = verdict.get("admin")
-        if isinstance(admin, bool) and not registered:
-            await self._api.set_user_admin(canonical, admin)
-        displayname = verdict.get("displayname")
-        if isinstance(displayname, str) and not registered and verdict.get("update_displayname_on_login"):
-            await self._api.set_displayname(UserID.from_string(canonical), displayname)
-
+        # A new account got its display name at registration; an existing one (including one a
+        # concurrent login registered a moment ago) gets it on every login unless turned off.
+        update_displayname = not registered and verdict.update_displayname_on_login
+        callback = claims.after_login(
+            self._api, canonical, verdict.admin, verdict.displayname if update_displayname else None
+        )
         logger.info(
             "JWT login accepted for %s (alg=%s kid=%s key=%s%s)",
             canonical,
-            verdict.get("alg"),
-            _printable(verdict.get("kid") or ""),
-            _printable(verdict.get("key") or ""),
+            printable(verdict.alg),
+            printable(verdict.kid or ""),
+            printable(verdict.key),
             ", registered" if registered else "",
         )
-        return canonical, None
+        return canonical, callback
 
-    async def _register(self, verdict: dict[str, Any]) -> str | None:
-        localpart: str = verdict["localpart"]
+    async def _register(self, verdict: verdict_module.Verdict) -> tuple[str | None, bool]:
+        """The new account's id and True, or the id a concurrent login registered and False, or
+        (None, False) when registration failed (logged)."""
         try:
-            return await self._api.register_user(
-                localpart, displayname=verdict.get("displayname"), admin=verdict.get("admin") is True
-            )
+            # Never admin here: the admin claim waits, like on every login, until Synapse has
+            # accepted the login. A login refused right after registration (a spam checker,
+            # require_approval) must not leave behind a server admin that Synapse never let in.
+            # The display name is part of creating the account, not a change to one.
+            return await self._api.register_user(verdict.localpart, displayname=verdict.displayname), True
         except SynapseError as e:
             if e.errcode != "M_USER_IN_USE":
-                logger.warning("JWT login refused for %s: registration failed: %s", verdict["user_id"], e)
-                return None
+                logger.warning("JWT login refused for %s: registration failed: %s", verdict.user_id, e)
+                return None, False
         # Another login registered the same user a moment ago: that is success, not failure.
-        canonical = await self._api.check_user_exists(verdict["user_id"])
+        canonical = await self._api.check_user_exists(verdict.user_id)
         if canonical is None:
-            logger.warning("JWT login refused for %s: user in use but not found", verdict["user_id"])
-        return canonical
+            logger.warning("JWT login refused for %s: user in use but not found", verdict.user_id)
+        return canonical, False
 
     def _reject(self, user: Any, reason: str, alg: str | None = None, kid: str | None = None) -> None:
-        server_name = self._api.server_name
         logger.info(
             "JWT login rejected for %s: %s (alg=%s kid=%s)",
-            _qualified(user, server_name) if isinstance(user, str) else repr(user),
-            reason,
-            _printable(alg or ""),
-            _printable(kid or ""),
+            qualified(user, self._server_name),
+            printable(reason),  # in daemon mode, whatever the peer said
+            printable(alg or ""),
+            printable(kid or ""),
         )
         return None
 
+    def _refuse_error(self, user: Any, reason: str, detail: str) -> None:
+        """A refusal that is not the client's doing: an operator has to look."""
+        if self._daemon is not None and reason == "daemon_error":
+            where = f"verifier daemon at {self._daemon.description} gave an invalid verdict"
+        else:
+            where = "the module could not check the login"
+        logger.error("JWT login refused for %s: %s (%s: %s)", qualified(user, self._server_name), where, reason, detail)
+        return None
 
-def _qualified(user: str, server_name: str) -> str:
-    return _printable(user if user.startswith("@") else f"@{user}:{server_name}")
 
-
-def _printable(text: str) -> str:
-    """Client-supplied text (user, and a rejected token's alg and kid) in a log line: bounded,
-    and with control characters escaped so that it cannot forge log lines."""
-    text = text[:255]
-    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+def _input_problem(username: Any, token: Any) -> str | None:
+    """A reason code for a login the verifier need not see, or None."""
+    if not isinstance(token, str):
+        return "malformed_token"
+    if not isinstance(username, str):
+        return "invalid_user"
+    try:
+        user_bytes = len(username.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate, valid in JSON
+        return "invalid_user"
+    if user_bytes > MAX_USER_BYTES:
+        return "invalid_user"
+    if len(token) > _native.MAX_TOKEN_BYTES:
+        return "token_too_large"
+    if not _COMPACT_JWS.fullmatch(token):
+        return "malformed_token"
+    return None

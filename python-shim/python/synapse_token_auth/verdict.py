@@ -1,0 +1,96 @@
+"""An accepted verdict, checked against the login it answers before anything acts on it.
+
+In daemon mode the verdict comes over a socket or the network, from whatever answers there: a
+verdict for another user, or with a field of another type than the daemon's API documents, must
+not log anyone in or change an account. Embedded mode runs the same checks on the core's
+verdict, so both modes act on exactly the same verdicts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from synapse_token_auth import _native
+from synapse_token_auth.logtext import printable
+
+_MISSING = object()
+_STR = (str,)
+_BOOL = (bool,)
+_STR_OR_NULL = (str, type(None))
+_BOOL_OR_NULL = (bool, type(None))
+
+#: field -> (allowed types, may the field be absent). As docs/openapi.yaml documents them.
+_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "user_id": (_STR, False),
+    "localpart": (_STR, False),
+    "may_register": (_BOOL, False),
+    "admin": (_BOOL_OR_NULL, True),
+    "displayname": (_STR_OR_NULL, True),
+    "update_displayname_on_login": (_BOOL, False),
+    "alg": (_STR, False),
+    "kid": (_STR_OR_NULL, False),
+    "key": (_STR, False),
+}
+
+
+class InvalidVerdictError(Exception):
+    """The verdict does not answer this login, or does not have the documented shape."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """An accepted token, for the login's own user."""
+
+    user_id: str
+    localpart: str
+    may_register: bool
+    admin: bool | None
+    displayname: str | None
+    update_displayname_on_login: bool
+    alg: str
+    kid: str | None
+    key: str
+
+
+def check(answer: dict[str, Any], user: str, server_name: str) -> Verdict:
+    """The verdict in ``answer`` if it is well-formed and names the login's ``user``; raises
+    InvalidVerdictError (with a loggable description) otherwise."""
+    problems = []
+    for name, (types, optional) in _FIELDS.items():
+        value = answer.get(name, _MISSING)
+        if value is _MISSING:
+            if not optional:
+                problems.append(f"no `{name}`")
+        # type(), not isinstance: a bool is an int, and a str subclass is not JSON.
+        elif type(value) not in types:
+            problems.append(f"`{name}` is a {type(value).__name__}")
+    if problems:
+        raise InvalidVerdictError("malformed verdict: " + ", ".join(problems))
+
+    # The core's own rule (lowercase localpart, server part equal to server_name in any case),
+    # so that a login that the verifier may accept is never refused here, and no other is.
+    expected = _native.localpart(user, server_name)
+    verdict_user = answer["user_id"]
+    if (
+        expected is None
+        or answer["localpart"] != expected
+        or not verdict_user.startswith("@")
+        or _native.localpart(verdict_user, server_name) != expected
+    ):
+        raise InvalidVerdictError(
+            f"verdict for {printable(verdict_user)} (localpart {printable(answer['localpart'])}), "
+            "not for the login's user"
+        )
+    return Verdict(
+        # Built here rather than taken over: the verdict only had to agree with it.
+        user_id=f"@{expected}:{server_name}",
+        localpart=expected,
+        may_register=answer["may_register"],
+        admin=answer.get("admin"),
+        displayname=answer.get("displayname"),
+        update_displayname_on_login=answer["update_displayname_on_login"],
+        alg=answer["alg"],
+        kid=answer["kid"],
+        key=answer["key"],
+    )
