@@ -207,8 +207,12 @@ in
       default = null;
       example = "127.0.0.1:8009";
       description = ''
-        Also listen on this TCP address, for Synapse workers on other hosts (`verifier.url` in
-        their module config). Off by default: the unix socket is enough on one host.
+        Also listen on this TCP address, for Synapse workers on other hosts. Off by default: the
+        unix socket is enough on one host. Beyond loopback the daemon serves TLS and requires a
+        client token ({option}`services.synapse-token-auth.tls.certificateFile`,
+        {option}`services.synapse-token-auth.tls.keyFile`,
+        {option}`services.synapse-token-auth.clientTokenFile`); the remote hosts' module config then
+        sets `verifier.url = "https://…"`, `verifier.ca_file` and `verifier.client_token_file`.
       '';
     };
 
