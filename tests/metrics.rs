@@ -289,6 +289,37 @@ fn metrics_count_logins_refusals_and_reloads_exactly() {
     );
 }
 
+#[test]
+fn metrics_count_a_body_that_comes_too_slowly_as_408() {
+    use std::io::Read as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("v.sock");
+    let scratch = Scratch::new(&unix_config(&socket, "request_timeout_ms = 1000\n"));
+    let _daemon = scratch.spawn_configured();
+    scratch.wait_for("READY=1");
+    let mut stream = unix_stream(&socket);
+    // The head promises a body that never comes.
+    stream
+        .write_all(b"POST /v1/verify HTTP/1.1\r\nHost: localhost\r\nContent-Length: 200\r\n\r\n")
+        .expect("head");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 408"),
+        "{answer:?}"
+    );
+    let (metrics, _) = scrape(&socket);
+    assert_eq!(
+        metrics.value("synapse_token_auth_http_errors_total", &[("status", "408")]),
+        1.0
+    );
+    assert_eq!(
+        metrics.value("synapse_token_auth_request_duration_seconds_count", &[]),
+        0.0,
+        "no decision"
+    );
+}
+
 /// Serves `body` as the key set to the first `count` connections, then closes the port.
 fn serve_jwks(body: String, count: usize) -> (String, std::thread::JoinHandle<()>) {
     use std::io::Read as _;
