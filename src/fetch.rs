@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use crate::{
     Verdict, Verifier,
     keys::published::{FetchAnswer, FetchRequest, RemoteKeys},
+    server::Metrics,
     verify::{Rejection, Step},
 };
 
@@ -31,6 +32,8 @@ pub struct Fetcher {
     client: reqwest::Client,
     /// Woken when a fetch has been reported, for the logins waiting on it.
     done: Arc<Notify>,
+    /// Where the daemon counts fetches; the CLI counts nothing.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Fetcher {
@@ -60,7 +63,15 @@ impl Fetcher {
         Ok(Self {
             client,
             done: Arc::new(Notify::new()),
+            metrics: None,
         })
+    }
+
+    /// Counts each fetch's outcome in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// A login: verifies with the cached keys, fetching first when the core asks for it.
@@ -112,6 +123,9 @@ impl Fetcher {
         loop {
             let answer = self.fetch(&request).await;
             let report = remote.fetched(&request, crate::unix_now(), answer);
+            if let Some(metrics) = &self.metrics {
+                metrics.key_fetched(report.ok);
+            }
             if report.ok {
                 tracing::info!(target: "synapse_token_auth::keys", url = %request.url, result = "ok", "{}", report.message);
             } else {

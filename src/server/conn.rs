@@ -36,6 +36,14 @@ impl RequestClock {
     }
 }
 
+/// What a connection runs over, for routes that trust unix sockets (whose file mode decides
+/// who may connect) more than TCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Unix,
+    Tcp,
+}
+
 pub enum Stream {
     Unix(UnixStream),
     Tcp(TcpStream),
@@ -62,6 +70,13 @@ impl Conn {
             stream,
             clock: RequestClock::default(),
             linger: None,
+        }
+    }
+
+    pub fn transport(&self) -> Transport {
+        match self.stream {
+            Stream::Unix(_) => Transport::Unix,
+            Stream::Tcp(_) | Stream::Tls(_) => Transport::Tcp,
         }
     }
 

@@ -218,6 +218,7 @@ async fn http_service(
         .keep_alive(Duration::from_secs(30))
         .on_connect_ext(|conn: &Conn, extensions| {
             extensions.insert(conn.clock.clone());
+            extensions.insert(conn.transport());
         })
         .h1(map_config(
             app.into_factory()

@@ -1,4 +1,5 @@
-//! The verifier daemon: `POST /v1/verify` and `GET /healthz` over unix or TCP sockets.
+//! The verifier daemon: `POST /v1/verify`, `GET /healthz` and `GET /metrics` over unix or TCP
+//! sockets.
 //!
 //! The policy lives behind an [`ArcSwap`] so that SIGHUP can replace it while requests are in
 //! flight; a request sees either the old or the new policy, never a mix.
@@ -7,6 +8,7 @@ mod auth;
 mod config;
 mod conn;
 mod listen;
+mod metrics;
 mod tls;
 
 use std::{
@@ -29,9 +31,10 @@ use serde_json::Value;
 pub use self::{
     auth::ClientToken,
     config::{DaemonConfig, ListenAddr, ServerSettings, bind, plain_tcp_refused},
+    metrics::Metrics,
 };
 use self::{
-    conn::RequestClock,
+    conn::{RequestClock, Transport},
     listen::{WorkerSettings, Workers},
     tls::CertificateResolver,
 };
@@ -90,12 +93,13 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// The verifier for `config`, with an HTTPS client when its keys are fetched.
-    pub fn new(config: crate::Config) -> Result<Self, FetcherError> {
+    /// The verifier for `config`, with an HTTPS client when its keys are fetched, which counts
+    /// its fetches in `metrics`.
+    pub fn new(config: crate::Config, metrics: &Arc<Metrics>) -> Result<Self, FetcherError> {
         let verifier = Verifier::new(config);
         let fetcher = verifier
             .remote_keys()
-            .map(|r| Fetcher::new(r))
+            .map(|r| Fetcher::new(r).map(|f| f.with_metrics(Arc::clone(metrics))))
             .transpose()?;
         Ok(Self { verifier, fetcher })
     }
@@ -120,12 +124,14 @@ impl Policy {
     }
 }
 
-/// State shared by all workers: what SIGHUP may replace, and the request deadline.
+/// State shared by all workers: what SIGHUP may replace, the request deadline, and the
+/// metrics, which outlive every reload.
 #[derive(Debug)]
 pub struct Shared {
     policy: ArcSwap<Policy>,
     client_token: ArcSwapOption<ClientToken>,
     request_timeout: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -134,12 +140,23 @@ impl Shared {
         policy: Policy,
         client_token: Option<ClientToken>,
         request_timeout: Duration,
+        metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
             policy: ArcSwap::from_pointee(policy),
             client_token: ArcSwapOption::from(client_token.map(Arc::new)),
             request_timeout,
+            metrics,
         })
+    }
+
+    /// Whether a request carries the client token, or none is configured.
+    fn authorized(&self, request: &HttpRequest) -> bool {
+        let authorization = request.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
+        self.client_token
+            .load()
+            .as_deref()
+            .is_none_or(|token| token.accepts(authorization))
     }
 
     /// Replaces the policy and the client token for all subsequent requests.
@@ -154,7 +171,8 @@ pub fn configure(shared: Arc<Shared>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(web::Data::from(shared))
             .service(web::resource("/v1/verify").route(web::post().to(verify)))
-            .service(web::resource("/healthz").route(web::get().to(healthz)));
+            .service(web::resource("/healthz").route(web::get().to(healthz)))
+            .service(web::resource("/metrics").route(web::get().to(metrics)));
     }
 }
 
@@ -162,8 +180,33 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
-fn error(mut response: actix_web::HttpResponseBuilder, message: &str) -> HttpResponse {
-    response.json(serde_json::json!({ "error": message }))
+/// Counts only, so open on unix sockets like `/healthz` (the socket's mode decides who may
+/// connect); on TCP it takes the client token when one is configured, as `/v1/verify` does.
+async fn metrics(request: HttpRequest, shared: web::Data<Shared>) -> HttpResponse {
+    let over_tcp = request.conn_data::<Transport>() != Some(&Transport::Unix);
+    if over_tcp && !shared.authorized(&request) {
+        return unauthorized(&shared);
+    }
+    HttpResponse::Ok()
+        .content_type(metrics::CONTENT_TYPE)
+        .body(shared.metrics.render())
+}
+
+/// An error answer, counted as a request refused before a decision.
+fn error(
+    shared: &Shared,
+    mut response: actix_web::HttpResponseBuilder,
+    message: &str,
+) -> HttpResponse {
+    let response = response.json(serde_json::json!({ "error": message }));
+    shared.metrics.refused(response.status().as_u16());
+    response
+}
+
+fn unauthorized(shared: &Shared) -> HttpResponse {
+    let mut response = HttpResponse::Unauthorized();
+    response.insert_header((WWW_AUTHENTICATE, "Bearer"));
+    error(shared, response, "missing or wrong client token")
 }
 
 /// Reads the body within what is left of the request deadline, which started with the first
@@ -180,6 +223,7 @@ async fn read_body(
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
         return Err(error(
+            shared,
             HttpResponse::PayloadTooLarge(),
             "request body too large",
         ));
@@ -192,10 +236,12 @@ async fn read_body(
     match tokio::time::timeout_at(deadline, payload.to_bytes_limited(MAX_BODY_BYTES)).await {
         Ok(Ok(Ok(body))) => Ok(body),
         Ok(Ok(Err(err))) => Err(error(
+            shared,
             HttpResponse::BadRequest(),
             &format!("cannot read the request body: {err}"),
         )),
         Ok(Err(_)) => Err(error(
+            shared,
             HttpResponse::PayloadTooLarge(),
             "request body too large",
         )),
@@ -206,7 +252,7 @@ async fn read_body(
             );
             let mut response = HttpResponse::RequestTimeout();
             response.force_close();
-            Err(error(response, "request not received in time"))
+            Err(error(shared, response, "request not received in time"))
         }
     }
 }
@@ -216,21 +262,14 @@ async fn verify(
     shared: web::Data<Shared>,
     payload: web::Payload,
 ) -> HttpResponse {
-    let authorization = request.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
-    if !shared
-        .client_token
-        .load()
-        .as_deref()
-        .is_none_or(|token| token.accepts(authorization))
-    {
+    let received = Instant::now();
+    if !shared.authorized(&request) {
         tracing::warn!(
             target: "synapse_token_auth::audit",
             result = "unauthorized",
             "verify request without the client token refused"
         );
-        let mut response = HttpResponse::Unauthorized();
-        response.insert_header((WWW_AUTHENTICATE, "Bearer"));
-        return error(response, "missing or wrong client token");
+        return unauthorized(&shared);
     }
     let body = match read_body(&request, &shared, payload).await {
         Ok(body) => body,
@@ -241,16 +280,19 @@ async fn verify(
         Err(err) => {
             tracing::info!(error = %err, "malformed verify request");
             return error(
+                &shared,
                 HttpResponse::BadRequest(),
                 &format!("invalid request body: {err}"),
             );
         }
     };
     let policy = shared.policy.load_full();
-    match policy
+    let decision = policy
         .verify(&request.token, &request.user, &request.server_name)
-        .await
-    {
+        .await;
+    let rejected = decision.as_ref().err().map(|r| r.reason);
+    shared.metrics.decided(rejected, received.elapsed());
+    match decision {
         Ok(verdict) => {
             tracing::info!(
                 target: "synapse_token_auth::audit",
@@ -370,8 +412,9 @@ pub async fn run(
     systemd::unblock_control_signals();
 
     let request_timeout = Duration::from_millis(config.server.request_timeout_ms);
-    let policy = Policy::new(config.document.policy).map_err(io::Error::other)?;
-    let shared = Shared::new(policy, config.client_token, request_timeout);
+    let metrics = Arc::new(Metrics::new());
+    let policy = Policy::new(config.document.policy, &metrics).map_err(io::Error::other)?;
+    let shared = Shared::new(policy, config.client_token, request_timeout, metrics);
     let resolver = config.tls.as_ref().map(CertificateResolver::new);
     let tls = match &resolver {
         Some(resolver) => Some(tls::server_config(resolver.clone()).map_err(io::Error::other)?),
@@ -418,6 +461,13 @@ pub async fn run(
 
 fn reload(shared: &Shared, resolver: Option<&CertificateResolver>, path: &Path, status: &str) {
     systemd::notify_reloading();
+    let ok = try_reload(shared, resolver, path);
+    shared.metrics.reloaded(ok);
+    systemd::notify_ready(status);
+}
+
+/// Loads the configuration at `path` and puts it in effect; false when the old one stays.
+fn try_reload(shared: &Shared, resolver: Option<&CertificateResolver>, path: &Path) -> bool {
     match DaemonConfig::load(path) {
         Ok(config)
             if config.tls.is_some() != resolver.is_some()
@@ -428,20 +478,23 @@ fn reload(shared: &Shared, resolver: Option<&CertificateResolver>, path: &Path, 
                 "reload failed: turning TLS or the client token on or off takes a restart; \
                  still serving with the previous configuration"
             );
+            false
         }
-        Ok(config) => match Policy::new(config.document.policy) {
+        Ok(config) => match Policy::new(config.document.policy, &shared.metrics) {
             Ok(policy) => {
                 if let (Some(resolver), Some(certificate)) = (resolver, &config.tls) {
                     resolver.replace(certificate);
                 }
                 shared.replace(policy, config.client_token);
                 tracing::info!(config = %path.display(), "configuration reloaded (listen, workers and connection limits change on restart)");
+                true
             }
             Err(err) => {
                 tracing::error!(
                     error = &err as &dyn std::error::Error,
                     "reload failed; still serving with the previous configuration"
                 );
+                false
             }
         },
         Err(err) => {
@@ -449,9 +502,9 @@ fn reload(shared: &Shared, resolver: Option<&CertificateResolver>, path: &Path, 
                 error = &err as &dyn std::error::Error,
                 "reload failed; still serving with the previous configuration"
             );
+            false
         }
     }
-    systemd::notify_ready(status);
 }
 
 #[cfg(test)]
