@@ -215,11 +215,11 @@ fn mapping_form<'v>(
             } else {
                 format!("expected {}", names.join(", "))
             };
+            // Recorded, and the known parameters still read, so that all problems show at once.
             problems.push(problem(
                 &format!("{at}.{key}"),
                 format!("unknown parameter for a `{type_name}` rule; {expected}"),
             ));
-            ok = false;
         }
     }
     for name in &names[..required] {
