@@ -346,7 +346,7 @@ mod tests {
 
     fn problems(value: &Value) -> Vec<(String, String)> {
         Rule::parse(value, "v")
-            .unwrap_err()
+            .expect_err("rejected")
             .into_iter()
             .map(|p| (p.key, p.message))
             .collect()
@@ -362,19 +362,19 @@ mod tests {
             json!({"type": "in", "path": "active", "validator": {"type": "equal", "value": true}});
         let list = json!(["in", "active", ["equal", true]]);
         assert_eq!(
-            Rule::parse(&mapping, "v").unwrap(),
-            Rule::parse(&list, "v").unwrap()
+            Rule::parse(&mapping, "v").expect("valid"),
+            Rule::parse(&list, "v").expect("valid")
         );
         let bare = json!({"type": "not", "validator": "exist"});
         assert_eq!(
-            Rule::parse(&bare, "v").unwrap(),
+            Rule::parse(&bare, "v").expect("valid"),
             Rule::Not(Box::new(Rule::Exist))
         );
     }
 
     #[test]
     fn parse_accepts_null_inner_rule_of_in_as_absent() {
-        let rule = Rule::parse(&json!(["in", "a", null]), "v").unwrap();
+        let rule = Rule::parse(&json!(["in", "a", null]), "v").expect("valid");
         assert!(matches!(rule, Rule::In { rule: None, .. }));
         let rule = Rule::parse(&json!({"type": "in", "path": "a", "validator": null}), "v");
         assert!(matches!(rule, Ok(Rule::In { rule: None, .. })));
@@ -417,7 +417,7 @@ mod tests {
             &json!(["in", "x", ["not", ["in", ["a", 1]]]]),
             "oauth.jwt_validation.validator",
         );
-        let err = in_config.unwrap_err();
+        let err = in_config.expect_err("rejected");
         assert_eq!(err[0].key, "oauth.jwt_validation.validator[2][1][1][1]");
     }
 

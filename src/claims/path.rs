@@ -176,11 +176,11 @@ mod tests {
     #[test]
     fn path_accepts_string_and_list_forms() {
         let claims = json!({"foo": 3, "a": {"b": {"c": "deep"}}});
-        let one = ClaimPath::parse(&json!("foo"), "p").unwrap();
+        let one = ClaimPath::parse(&json!("foo"), "p").expect("valid");
         assert_eq!(one.lookup(&claims), Some(&json!(3)));
-        let one_list = ClaimPath::parse(&json!(["foo"]), "p").unwrap();
+        let one_list = ClaimPath::parse(&json!(["foo"]), "p").expect("valid");
         assert_eq!(one, one_list);
-        let nested = ClaimPath::parse(&json!(["a", "b", "c"]), "p").unwrap();
+        let nested = ClaimPath::parse(&json!(["a", "b", "c"]), "p").expect("valid");
         assert_eq!(nested.lookup(&claims), Some(&json!("deep")));
     }
 
@@ -195,17 +195,17 @@ mod tests {
             json!(["o", "n"]),
             json!(["o", "n", "deeper"]),
         ] {
-            let parsed = ClaimPath::parse(&path, "p").unwrap();
+            let parsed = ClaimPath::parse(&path, "p").expect("valid");
             assert_eq!(parsed.lookup(&claims), None, "{path}");
         }
-        let parsed = ClaimPath::parse(&json!("x"), "p").unwrap();
+        let parsed = ClaimPath::parse(&json!("x"), "p").expect("valid");
         assert_eq!(parsed.lookup(&json!([1, 2])), None);
     }
 
     #[test]
     fn path_rejects_empty_and_non_string_keys_naming_each() {
         let err = ClaimPath::parse(&json!(["a", 3, "", ["b"]]), "oauth.localpart_path");
-        let err = err.unwrap_err();
+        let err = err.expect_err("rejected");
         assert_eq!(
             keys(&err),
             [
@@ -214,16 +214,22 @@ mod tests {
                 "oauth.localpart_path[3]"
             ]
         );
-        assert_eq!(keys(&ClaimPath::parse(&json!([]), "p").unwrap_err()), ["p"]);
-        assert_eq!(keys(&ClaimPath::parse(&json!(""), "p").unwrap_err()), ["p"]);
-        let err = ClaimPath::parse(&json!({"a": 1}), "p").unwrap_err();
+        assert_eq!(
+            keys(&ClaimPath::parse(&json!([]), "p").expect_err("rejected")),
+            ["p"]
+        );
+        assert_eq!(
+            keys(&ClaimPath::parse(&json!(""), "p").expect_err("rejected")),
+            ["p"]
+        );
+        let err = ClaimPath::parse(&json!({"a": 1}), "p").expect_err("rejected");
         assert!(err[0].message.contains("found a mapping"), "{err:?}");
     }
 
     #[test]
     fn path_list_tries_each_path_in_order() {
         // The original README's PathList example.
-        let list = PathList::parse(&json!([["a", "b"], ["c", "d"]]), "admin_path").unwrap();
+        let list = PathList::parse(&json!([["a", "b"], ["c", "d"]]), "admin_path").expect("valid");
         assert_eq!(
             list.lookup(&json!({"a": {"e": 1}, "c": {"d": 2}})),
             Some(&json!(2))
@@ -234,16 +240,23 @@ mod tests {
             Some(&json!(false))
         );
         assert_eq!(list.lookup(&json!({"a": {"b": null}, "c": {}})), None);
-        let single = PathList::parse(&json!(["a", "b"]), "admin_path").unwrap();
+        let single = PathList::parse(&json!(["a", "b"]), "admin_path").expect("valid");
         assert_eq!(single.paths().len(), 1);
-        assert_eq!(PathList::parse(&json!("a"), "x").unwrap().paths().len(), 1);
+        assert_eq!(
+            PathList::parse(&json!("a"), "x")
+                .expect("valid")
+                .paths()
+                .len(),
+            1
+        );
     }
 
     #[test]
     fn path_list_rejects_mixed_and_bad_inner_paths() {
-        let err = PathList::parse(&json!([["a"], "b"]), "admin_path").unwrap_err();
+        let err = PathList::parse(&json!([["a"], "b"]), "admin_path").expect_err("rejected");
         assert_eq!(keys(&err), ["admin_path"]);
-        let err = PathList::parse(&json!([["a"], [], ["b", 1]]), "admin_path").unwrap_err();
+        let err =
+            PathList::parse(&json!([["a"], [], ["b", 1]]), "admin_path").expect_err("rejected");
         assert_eq!(keys(&err), ["admin_path[1]", "admin_path[2][1]"]);
     }
 }

@@ -128,11 +128,11 @@ mod tests {
     use crate::claims::Rule;
 
     fn rule(value: Value) -> Rule {
-        Rule::parse(&value, "v").unwrap()
+        Rule::parse(&value, "v").expect("valid")
     }
 
     fn message(value: Value) -> String {
-        let err = Rule::parse(&value, "v").unwrap_err();
+        let err = Rule::parse(&value, "v").expect_err("rejected");
         assert_eq!(err.len(), 1, "{err:?}");
         err[0].to_string()
     }
