@@ -8,6 +8,7 @@
 //!
 //! `docs/claim-rules.md` describes the language and where it is stricter than the original.
 
+mod kind;
 mod parse;
 mod path;
 mod pattern;

@@ -9,55 +9,12 @@ use serde_json::{Map, Value};
 
 use super::{
     MAX_DEPTH,
+    kind::{Kind, TYPES, unknown_type},
     path::{ClaimPath, problem},
     pattern::pattern,
     rules::{Rule, python_truthy},
 };
 use crate::config::{Problem, kind as kind_of};
-
-const TYPES: &str = "exist, not, equal, regex, any_of, all_of, in, list_any_of, list_all_of";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Exist,
-    Not,
-    Equal,
-    Regex,
-    AnyOf,
-    AllOf,
-    In,
-    ListAnyOf,
-    ListAllOf,
-}
-
-impl Kind {
-    fn from_name(name: &str) -> Option<Self> {
-        Some(match name {
-            "exist" => Self::Exist,
-            "not" => Self::Not,
-            "equal" => Self::Equal,
-            "regex" => Self::Regex,
-            "any_of" => Self::AnyOf,
-            "all_of" => Self::AllOf,
-            "in" => Self::In,
-            "list_any_of" => Self::ListAnyOf,
-            "list_all_of" => Self::ListAllOf,
-            _ => return None,
-        })
-    }
-
-    /// Parameter names in the list form's order; the first `required` of them must be given.
-    fn params(self) -> (&'static [&'static str], usize) {
-        match self {
-            Self::Exist => (&[], 0),
-            Self::Not | Self::ListAnyOf | Self::ListAllOf => (&["validator"], 1),
-            Self::Equal => (&["value"], 1),
-            Self::Regex => (&["regex", "full_match"], 1),
-            Self::AnyOf | Self::AllOf => (&["validators"], 1),
-            Self::In => (&["path", "validator"], 1),
-        }
-    }
-}
 
 /// A parameter as given, with its place in the configuration.
 pub(super) type Arg<'v> = Option<(&'v Value, String)>;
@@ -306,19 +263,6 @@ fn build(
             })
         }
     }
-}
-
-fn unknown_type(at: &str, name: &str) -> Problem {
-    let hint = if name == "matches_regex" {
-        " (the regex rule's type is `regex`)"
-    } else {
-        ""
-    };
-    let shown: String = name.chars().take(40).collect();
-    problem(
-        at,
-        format!("unknown rule type `{shown}`{hint}; expected one of {TYPES}"),
-    )
 }
 
 /// Whether `value` nests arrays/objects more than `limit` levels, found without recursion.
