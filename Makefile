@@ -11,7 +11,7 @@ help:
 	@echo "make demo    run a local Synapse with JWT login (Ctrl-C stops it)"
 	@echo "make test    run all tests and lints"
 	@echo "make bench   run every benchmark side by side; writes results/report.md and plots"
-	@echo "make fuzz    fuzz the verifier and the config parser, FUZZ_SECONDS (60) per target"
+	@echo "make fuzz    fuzz the verifier, the config parser and claim rules, FUZZ_SECONDS (60) per target"
 
 test: lint test-nix test-rust test-system test-demo test-python
 
@@ -59,7 +59,7 @@ bench:
 # Coverage-guided fuzzing (cargo-fuzz, libFuzzer; `cargo install cargo-fuzz`). cargo-fuzz passes
 # sanitizer flags that only nightly compilers take; RUSTC_BOOTSTRAP lets the stable one accept them.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS = verify_token verify_signed_claims config jwks
+FUZZ_TARGETS = verify_token verify_signed_claims config jwks claim_rules
 
 fuzz:
 	cd fuzz && for target in $(FUZZ_TARGETS); do \

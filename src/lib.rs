@@ -9,6 +9,7 @@
 //! With the default `daemon` feature the crate also builds the `synapse-token-auth` binary
 //! (socket-activated HTTP verifier and admin CLI).
 
+pub mod claims;
 pub mod config;
 pub mod keys;
 mod subject;
