@@ -73,7 +73,7 @@ def run(mode: str, directory: Path, logins: int, storm: int) -> dict:
             idp.set_keys([new_key("ES256", "ec-storm"), new_key("ES256", "ec-1")])
             storm_token = idp.user_token("u0", "urn:matrix:jwt:ES256")
             idp.set_keys([new_key("ES256", "ec-1")])
-            time.sleep(COOLDOWN + 0.1)  # the first login's fetch is one cooldown ago
+            time.sleep(COOLDOWN + 1.1)  # the first login's fetch is a whole cooldown ago
             before = idp.requests("/jwks")
             started = time.perf_counter()
             with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:

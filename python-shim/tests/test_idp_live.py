@@ -85,8 +85,9 @@ class Setup:
         wait_until(lambda: line in self.hs.log_text(), 5, f"log line {line!r}")
 
     def settle(self) -> None:
-        """Lets the cooldown of the last fetch pass."""
-        time.sleep(COOLDOWN + 0.1)
+        """Lets the cooldown of the last fetch pass: the cache counts whole seconds and waits
+        for a whole cooldown, so the next fetch may come up to a second later than COOLDOWN."""
+        time.sleep(COOLDOWN + 1.1)
 
     def rotate(self, *keys: dict) -> None:
         self.keys = list(keys)

@@ -249,10 +249,12 @@ impl KeySetCache {
     }
 
     fn may_fetch(&self, now: u64) -> bool {
+        // Strictly after: times are whole seconds, so an attempt at 12.9 s counts as 12, and
+        // `>=` would allow the next one at 13.0 s, well inside a one-second cooldown.
         !self.in_flight(now)
             && self
                 .last_attempt
-                .is_none_or(|at| now >= at.saturating_add(self.policy.cooldown))
+                .is_none_or(|at| now > at.saturating_add(self.policy.cooldown))
     }
 
     fn begin(&mut self, now: u64) {
@@ -331,14 +333,15 @@ mod tests {
             c.fetched(T0 + 5, FetchResult::Failed),
             FetchOutcome::Unavailable
         );
-        // The cooldown counts from the attempt, failed or not.
-        for now in [T0 + 5, T0 + 29] {
+        // The cooldown counts from the attempt, failed or not, and a whole cooldown must have
+        // passed: times are whole seconds.
+        for now in [T0 + 5, T0 + 30] {
             assert!(matches!(
                 c.decide(now, None),
                 Decision::Reject(RejectReason::KeysUnavailable)
             ));
         }
-        assert!(matches!(c.decide(T0 + 30, None), Decision::Fetch));
+        assert!(matches!(c.decide(T0 + 31, None), Decision::Fetch));
     }
 
     #[test]
@@ -352,9 +355,9 @@ mod tests {
             Decision::Reject(RejectReason::UnknownKeyId)
         ));
         // After it: one refetch, a storm of others waits for it.
-        assert!(matches!(c.decide(T0 + 30, Some("new")), Decision::Fetch));
+        assert!(matches!(c.decide(T0 + 31, Some("new")), Decision::Fetch));
         for _ in 0..100 {
-            assert!(matches!(c.decide(T0 + 30, Some("new")), Decision::Wait));
+            assert!(matches!(c.decide(T0 + 31, Some("new")), Decision::Wait));
         }
         assert_eq!(
             c.fetched(T0 + 31, fetched(&["old", "new"], None)),
@@ -370,7 +373,11 @@ mod tests {
             c.decide(T0 + 32, Some("bogus")),
             Decision::Reject(RejectReason::UnknownKeyId)
         ));
-        assert!(matches!(c.decide(T0 + 60, Some("bogus")), Decision::Fetch));
+        assert!(matches!(
+            c.decide(T0 + 61, Some("bogus")),
+            Decision::Reject(RejectReason::UnknownKeyId)
+        ));
+        assert!(matches!(c.decide(T0 + 62, Some("bogus")), Decision::Fetch));
     }
 
     #[test]
@@ -437,7 +444,7 @@ mod tests {
             c.decide(T0 + 7, None),
             Decision::Reject(RejectReason::KeysUnavailable)
         ));
-        assert!(matches!(c.decide(T0 + 30, None), Decision::Fetch));
+        assert!(matches!(c.decide(T0 + 31, None), Decision::Fetch));
     }
 
     #[test]
