@@ -69,7 +69,7 @@ fn cli_check_config_refuses_single_use_tokens_without_expiry() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("`single_use_tokens`") && stderr.contains("require_expiry"),
+        stderr.contains("`single_use_tokens`: requires `require_expiry`"),
         "{stderr}"
     );
 }

@@ -64,10 +64,13 @@ def test_config_never_echoes_the_secret():
         ({"oidc_issuer": "https://idp", "algorithm": "HS256"}, ["`algorithm`", "public keys only"]),
         ({"jwks_url": "https://idp/jwks", "jwks_ca_file": "/etc/ca.pem"}, ["`jwks_ca_file`", "daemon"]),
         ({"jwks_url": "https://idp/jwks", "jwks_fetch_timeout_seconds": 0}, ["`jwks_fetch_timeout_seconds`"]),
-        ({"secret": SECRET, "single_use_tokens": True, "require_expiry": False}, ["`single_use_tokens`", "exp"]),
+        (
+            {"secret": SECRET, "single_use_tokens": True, "require_expiry": False},
+            ["`single_use_tokens`", "requires `require_expiry`"],
+        ),
         (
             {"jwt": {"secret": SECRET, "single_use_tokens": True, "require_expiracy": False}},
-            ["`jwt.single_use_tokens`", "require_expiry"],
+            ["`jwt.single_use_tokens`", "requires `require_expiry`"],
         ),
         ({"secret": SECRET, "single_use_tokens": "yes"}, ["`single_use_tokens`", "true or false"]),
     ],
