@@ -10,9 +10,11 @@ import time
 from types import SimpleNamespace
 
 from helpers import SECRET, claims, token
-from synapse_token_auth import LOGIN_TYPE, TokenAuthenticator, replay
+from synapse_token_auth import LOGIN_TYPE, TokenAuthenticator
 from test_module import honest_verdict, make_api, run
 from twisted.internet import defer
+
+TABLE = "synapse_token_auth_used_tokens"
 
 
 class Cursor:
@@ -54,7 +56,7 @@ def sqlite_api(path, existing=None, fail: list | None = None):
 
 def rows(path):
     with sqlite3.connect(path) as connection:
-        return connection.execute(f"SELECT replay_key, user_id, used_until FROM {replay.TABLE}").fetchall()
+        return connection.execute(f"SELECT replay_key, user_id, used_until FROM {TABLE}").fetchall()
 
 
 def single_use_module(api, **config):
@@ -115,7 +117,7 @@ def test_purge_deletes_only_rows_past_their_time(tmp_path):
     # Only the instance that runs background tasks purges, every PURGE_INTERVAL_MS.
     api.looping_background_call.assert_called_once()
     purge, interval = api.looping_background_call.call_args.args
-    assert interval == replay.PURGE_INTERVAL_MS
+    assert interval == 5 * 60 * 1000
     now = int(time.time())
     assert login(module, "alice", token({"sub": "alice", "exp": now + 10, "jti": "soon"}))
     assert login(module, "alice", token({"sub": "alice", "exp": now + 3600, "jti": "later"}))
@@ -138,7 +140,7 @@ def test_a_dead_tokens_jti_may_be_used_again(tmp_path):
     now = int(time.time())
     assert login(module, "alice", token(claims("alice", jti="creates-the-table")))
     with sqlite3.connect(db) as connection:
-        connection.execute(f"INSERT INTO {replay.TABLE} VALUES ('jti:old', '@alice:test.local', ?)", (now - 1,))
+        connection.execute(f"INSERT INTO {TABLE} VALUES ('jti:old', '@alice:test.local', ?)", (now - 1,))
     assert login(module, "alice", token({"sub": "alice", "exp": now + 60, "jti": "old"}))
     assert ("jti:old", "@alice:test.local", now + 120) in rows(db)
 
@@ -161,7 +163,7 @@ def test_database_error_refuses_the_login_at_error_and_recovers(tmp_path, caplog
     # Not recorded, so not used: the token still logs in once the database is back.
     assert login(module, "alice", tok) == ("@alice:test.local", None)
     with sqlite3.connect(db) as connection:
-        connection.execute(f"DROP TABLE {replay.TABLE}")
+        connection.execute(f"DROP TABLE {TABLE}")
     # The table is gone under the module: that login fails closed too, the next one creates it again.
     assert login(module, "alice", token(claims("alice", jti="after-drop"))) is None
     assert "(replay_store_unavailable: OperationalError: no such table" in caplog.text
