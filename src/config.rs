@@ -56,6 +56,7 @@ const POLICY_ONLY_KEYS: &[&str] = &[
     "displayname_claim",
     "admin_claim",
     "update_displayname_on_login",
+    "single_use_tokens",
 ];
 
 /// The keys of one key: its source and bindings.
@@ -126,6 +127,9 @@ pub struct Config {
     pub admin_claim: String,
     /// Whether the display name claim is applied on every login, not only at registration.
     pub update_displayname_on_login: bool,
+    /// Whether each token logs in at most once: accepted verdicts carry a replay key for the
+    /// store (Synapse's database) to record. Requires `require_expiry`.
+    pub single_use_tokens: bool,
 }
 
 impl Config {
@@ -162,6 +166,7 @@ impl Config {
             "update_displayname_on_login".into(),
             self.update_displayname_on_login.into(),
         );
+        out.insert("single_use_tokens".into(), self.single_use_tokens.into());
         Value::Object(out)
     }
 }
@@ -550,6 +555,15 @@ fn parse_policy(
         .non_empty_string("admin_claim")
         .unwrap_or_else(|| "admin".into());
     let update_displayname_on_login = r.bool("update_displayname_on_login").unwrap_or(true);
+    let single_use_tokens = r.bool("single_use_tokens").unwrap_or(false);
+    if single_use_tokens && !require_expiry {
+        // A used token is remembered until its `exp`: without one it would be kept forever.
+        r.problem(
+            "single_use_tokens",
+            "requires `require_expiry` (a used token is remembered until its `exp`); remove \
+             `require_expiry: false` or turn `single_use_tokens` off",
+        );
+    }
 
     let (Some(primary), Some(published), Some(additional)) = (primary, published, additional)
     else {
@@ -588,6 +602,7 @@ fn parse_policy(
         displayname_claim,
         admin_claim,
         update_displayname_on_login,
+        single_use_tokens,
     })
 }
 
@@ -870,6 +885,32 @@ mod tests {
         let err = parse(json!({ "jwt": { "secret": SECRET64, "leeway_seconds": -1 } }))
             .expect_err("negative");
         assert_eq!(problem_keys(&err), ["jwt.leeway_seconds"]);
+    }
+
+    #[test]
+    fn config_single_use_tokens_requires_expiry_in_both_layouts() {
+        assert!(
+            !parse(json!({ "secret": SECRET64 }))
+                .expect("valid")
+                .policy
+                .single_use_tokens
+        );
+        let doc = parse(json!({ "secret": SECRET64, "single_use_tokens": true })).expect("valid");
+        assert!(doc.policy.single_use_tokens);
+        let err = parse(json!({
+            "secret": SECRET64, "single_use_tokens": true, "require_expiry": false
+        }))
+        .expect_err("no expiry");
+        assert_eq!(problem_keys(&err), ["single_use_tokens"]);
+        assert!(err.to_string().contains("require_expiry"), "{err}");
+        let err = parse(json!({
+            "jwt": { "secret": SECRET64, "single_use_tokens": true, "require_expiracy": false }
+        }))
+        .expect_err("no expiry");
+        assert_eq!(problem_keys(&err), ["jwt.single_use_tokens"]);
+        let err =
+            parse(json!({ "secret": SECRET64, "single_use_tokens": "yes" })).expect_err("type");
+        assert_eq!(problem_keys(&err), ["single_use_tokens"]);
     }
 
     #[test]

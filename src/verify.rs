@@ -25,6 +25,10 @@ use crate::{
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// Longest display name Synapse stores.
 const MAX_DISPLAYNAME_CHARS: usize = 256;
+/// Longest accepted `jti` with `single_use_tokens`, in bytes: it is stored as the replay key.
+pub const MAX_TOKEN_ID_BYTES: usize = 256;
+/// Latest `replay_until`: stores keep it in a signed 64-bit column.
+pub const MAX_REPLAY_UNTIL: u64 = i64::MAX as u64;
 
 /// Why a token was refused. The codes are stable: logs, the daemon API and the Python shim use
 /// them, and admins grep for them.
@@ -77,6 +81,9 @@ pub enum RejectReason {
     InvalidAdminClaim,
     /// The display name claim is present but not a string of at most 256 characters.
     InvalidDisplayname,
+    /// With `single_use_tokens`: `jti` is present but not a non-empty string of at most
+    /// [`MAX_TOKEN_ID_BYTES`] bytes without control characters.
+    InvalidTokenId,
 }
 
 impl RejectReason {
@@ -105,11 +112,12 @@ impl RejectReason {
             Self::ChatboxLocalpart => "chatbox_localpart",
             Self::InvalidAdminClaim => "invalid_admin_claim",
             Self::InvalidDisplayname => "invalid_displayname",
+            Self::InvalidTokenId => "invalid_token_id",
         }
     }
 
     /// Every reason, for documentation and tests.
-    pub const ALL: [Self; 21] = [
+    pub const ALL: [Self; 22] = [
         Self::MalformedToken,
         Self::TokenTooLarge,
         Self::AlgorithmNotAllowed,
@@ -131,6 +139,7 @@ impl RejectReason {
         Self::ChatboxLocalpart,
         Self::InvalidAdminClaim,
         Self::InvalidDisplayname,
+        Self::InvalidTokenId,
     ];
 }
 
@@ -172,6 +181,15 @@ pub struct Verdict {
     /// The configured key that verified the signature: `primary` or `additional_keys[N]`.
     #[serde(default)]
     pub key: Arc<str>,
+    /// With `single_use_tokens`: what identifies this token among all tokens, `jti:<jti>` or,
+    /// without `jti`, `sig:<hex SHA-256 of the signed part>`. Whether it was used before is
+    /// for the store that records it to decide, not the verifier.
+    #[serde(default)]
+    pub replay_key: Option<String>,
+    /// With `single_use_tokens`: until when (seconds since the Unix epoch) the replay key must
+    /// be remembered, `exp` plus the leeway; after that the token is refused as expired anyway.
+    #[serde(default)]
+    pub replay_until: Option<u64>,
 }
 
 /// A token whose signature verified: its header and algorithm, the still-encoded payload, and the
@@ -180,6 +198,8 @@ struct Signed<'t> {
     header: Header,
     alg: Algorithm,
     payload_b64: &'t str,
+    /// `header.payload` as sent: the bytes the signature covers.
+    signing_input: &'t [u8],
     key: Arc<str>,
 }
 
@@ -414,9 +434,16 @@ impl Verifier {
     ) -> Result<Verdict, Rejection> {
         let (signed, claims) = self.check_token(parts, published).map_err(rejection)?;
         let Signed {
-            header, alg, key, ..
+            header,
+            alg,
+            key,
+            signing_input,
+            ..
         } = signed;
-        match self.check_claims(alg, key, &claims, identifier_user, server_name, now) {
+        let checked = self
+            .check_claims(alg, key, &claims, identifier_user, server_name, now)
+            .and_then(|verdict| self.with_replay_key(verdict, &claims, signing_input));
+        match checked {
             Ok(verdict) => Ok(Verdict {
                 kid: header.kid,
                 ..verdict
@@ -498,6 +525,7 @@ impl Verifier {
                 header,
                 alg,
                 payload_b64,
+                signing_input: signed,
                 key,
             }),
             Err(reason) => Err((reason, Some(header))),
@@ -550,6 +578,45 @@ impl Verifier {
             })
             .map(|(_, name)| Arc::clone(name))
             .ok_or(RejectReason::BadSignature)
+    }
+
+    /// With `single_use_tokens`, adds what a store needs to refuse a second use: the replay key
+    /// and until when to keep it. `exp` is there: the policy requires it with single use.
+    fn with_replay_key(
+        &self,
+        verdict: Verdict,
+        claims: &Map<String, Value>,
+        signing_input: &[u8],
+    ) -> Result<Verdict, RejectReason> {
+        if !self.config.single_use_tokens {
+            return Ok(verdict);
+        }
+        let replay_key = match claims.get("jti") {
+            Some(Value::String(jti))
+                if !jti.is_empty()
+                    && jti.len() <= MAX_TOKEN_ID_BYTES
+                    && !jti.chars().any(char::is_control) =>
+            {
+                format!("jti:{jti}")
+            }
+            Some(_) => return Err(RejectReason::InvalidTokenId),
+            // The signed part, not the signature: an ECDSA signature (r, s) has a twin (r, n - s)
+            // that verifies as well, so anyone holding an ES256 token could mint a second
+            // signature for it; header and payload cannot change without breaking the signature.
+            None => format!(
+                "sig:{}",
+                hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, signing_input).as_ref())
+            ),
+        };
+        let exp = numeric_date(claims, "exp")?.ok_or(RejectReason::MissingExpiry)?;
+        let until = (exp + self.config.leeway_seconds as f64).ceil();
+        // `as` saturates: a negative or huge `exp` cannot wrap around.
+        let replay_until = (until as u64).min(MAX_REPLAY_UNTIL);
+        Ok(Verdict {
+            replay_key: Some(replay_key),
+            replay_until: Some(replay_until),
+            ..verdict
+        })
     }
 
     fn check_claims(
@@ -630,8 +697,21 @@ impl Verifier {
             alg: format!("{alg:?}"),
             kid: None,
             key,
+            replay_key: None,
+            replay_until: None,
         })
     }
+}
+
+/// Lowercase hexadecimal.
+fn hex(bytes: &[u8]) -> String {
+    use fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
 }
 
 /// Splits a compact JWS and reads its header, bounded in size before any work.

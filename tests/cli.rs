@@ -61,6 +61,20 @@ fn cli_check_config_prints_effective_config_without_the_secret() {
 }
 
 #[test]
+fn cli_check_config_refuses_single_use_tokens_without_expiry() {
+    let (_dir, path) = config_file(&format!(
+        "secret = \"{SECRET}\"\nsingle_use_tokens = true\nrequire_expiry = false\n"
+    ));
+    let out = run(&["check-config", &path]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("`single_use_tokens`: requires `require_expiry`"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn cli_check_config_lists_every_problem_with_key_and_file() {
     let (_dir, path) = config_file(
         "secret = \"short\"\nalgorithm = \"HS999\"\nrequire_expiry = \"yes\"\n[server]\nlisten = [\"unix:relative\"]\n",

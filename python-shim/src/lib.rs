@@ -67,7 +67,8 @@ impl PyVerifier {
     /// Verifies `token` for a login as `user` on `server_name` at `now` (default: the clock).
     ///
     /// Returns `{"result": "accepted", "user_id", "localpart", "may_register", "admin",
-    /// "displayname", "update_displayname_on_login", "alg", "kid", "key"}` or
+    /// "displayname", "update_displayname_on_login", "alg", "kid", "key", "replay_key",
+    /// "replay_until"}` or
     /// `{"result": "rejected", "reason", "alg", "kid"}`. Never raises for a bad token.
     #[pyo3(signature = (token, user, server_name, now = None))]
     fn verify<'py>(
@@ -148,6 +149,13 @@ impl PyVerifier {
         Ok(out)
     }
 
+    /// Whether accepted verdicts carry a replay key that the module must record
+    /// (`single_use_tokens`).
+    #[getter]
+    fn single_use_tokens(&self) -> bool {
+        self.inner.config().single_use_tokens
+    }
+
     /// Whether logins may need fetches (`jwks_url` or `oidc_issuer`).
     #[getter]
     fn fetches_keys(&self) -> bool {
@@ -213,6 +221,8 @@ fn verdict_dict(
             out.set_item("alg", v.alg)?;
             out.set_item("kid", v.kid)?;
             out.set_item("key", &*v.key)?;
+            out.set_item("replay_key", v.replay_key)?;
+            out.set_item("replay_until", v.replay_until)?;
         }
         Err(r) => {
             out.set_item("result", intern(py, "rejected"))?;

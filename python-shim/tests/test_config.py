@@ -22,6 +22,17 @@ def test_config_accepts_nested_jwt_layout_and_keyfile():
     assert config.mode == "embedded"
 
 
+def test_config_accepts_single_use_tokens_in_both_layouts():
+    for config in (
+        {"secret": SECRET, "single_use_tokens": True},
+        {"jwt": {"secret": SECRET, "single_use_tokens": True}},
+    ):
+        verifier = TokenAuthenticator.parse_config(config).verifier
+        assert verifier.single_use_tokens
+        assert '"single_use_tokens":true' in verifier.effective_config()
+    assert not TokenAuthenticator.parse_config({"secret": SECRET}).verifier.single_use_tokens
+
+
 def test_config_never_echoes_the_secret():
     config = TokenAuthenticator.parse_config({"secret": SECRET})
     assert SECRET not in config.verifier.effective_config()
@@ -53,6 +64,15 @@ def test_config_never_echoes_the_secret():
         ({"oidc_issuer": "https://idp", "algorithm": "HS256"}, ["`algorithm`", "public keys only"]),
         ({"jwks_url": "https://idp/jwks", "jwks_ca_file": "/etc/ca.pem"}, ["`jwks_ca_file`", "daemon"]),
         ({"jwks_url": "https://idp/jwks", "jwks_fetch_timeout_seconds": 0}, ["`jwks_fetch_timeout_seconds`"]),
+        (
+            {"secret": SECRET, "single_use_tokens": True, "require_expiry": False},
+            ["`single_use_tokens`", "requires `require_expiry`"],
+        ),
+        (
+            {"jwt": {"secret": SECRET, "single_use_tokens": True, "require_expiracy": False}},
+            ["`jwt.single_use_tokens`", "requires `require_expiry`"],
+        ),
+        ({"secret": SECRET, "single_use_tokens": "yes"}, ["`single_use_tokens`", "true or false"]),
     ],
 )
 def test_config_errors_name_the_key(config, needles):

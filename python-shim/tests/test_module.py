@@ -385,6 +385,15 @@ IMPOSTOR_VERDICTS = {
     "kid as a number": honest_verdict("alice", kid=7),
     "key missing": {k: v for k, v in honest_verdict("alice").items() if k != "key"},
     "may_register missing": {k: v for k, v in honest_verdict("alice").items() if k != "may_register"},
+    "replay_key without replay_until": honest_verdict("alice", replay_key="jti:a"),
+    "replay_until without replay_key": honest_verdict("alice", replay_until=2_000_000_000),
+    "replay_key as a number": honest_verdict("alice", replay_key=1, replay_until=2_000_000_000),
+    "replay_until as a string": honest_verdict("alice", replay_key="jti:a", replay_until="2000000000"),
+    "replay_until as a boolean": honest_verdict("alice", replay_key="jti:a", replay_until=True),
+    "replay_until past 2^63": honest_verdict("alice", replay_key="jti:a", replay_until=2**63),
+    "replay_key empty": honest_verdict("alice", replay_key="", replay_until=2_000_000_000),
+    "replay_key too long": honest_verdict("alice", replay_key="jti:" + "a" * 257, replay_until=2_000_000_000),
+    "replay_key with NUL": honest_verdict("alice", replay_key="jti:a\x00", replay_until=2_000_000_000),
 }
 
 

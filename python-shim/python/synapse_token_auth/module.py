@@ -24,6 +24,7 @@ from synapse_token_auth import verdict as verdict_module
 from synapse_token_auth.daemon_client import DaemonClient, DaemonUnavailableError
 from synapse_token_auth.logtext import printable, qualified
 from synapse_token_auth.published import KeyFetcher
+from synapse_token_auth.replay import ReplayStoreUnavailableError, UsedTokens
 from synapse_token_auth.reserved import ReservedAccounts, ReservedCheckUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,9 @@ class TokenAuthenticator:
             else None
         )
         self._reserved = ReservedAccounts(api)
+        # Single-use tokens: in embedded mode the policy says whether they are on; in daemon mode
+        # only the daemon knows, so the (small, empty) table is there for its verdicts to use.
+        self._used_tokens = UsedTokens(api) if config.verifier is None or config.verifier.single_use_tokens else None
         api.register_password_auth_provider_callbacks(auth_checkers={(LOGIN_TYPE, LOGIN_FIELDS): self.check_auth})
         if config.verifier is not None:
             logger.info("JWT login enabled (embedded verifier): %s", config.verifier.effective_config())
@@ -100,6 +104,23 @@ class TokenAuthenticator:
             verdict = verdict_module.check(answer, username, self._server_name)
         except verdict_module.InvalidVerdictError as e:
             return self._refuse_error(username, "daemon_error" if self._daemon else "internal_error", str(e))
+
+        # The token is recorded here: after it verified, before the account checks, registration
+        # and Synapse's own checks. A login refused after this point (unknown user, a reserved
+        # account, a deactivated or locked user, a spam checker) has used up its token: safe, and
+        # the client asks for a new one. The opposite order would let every concurrent login with
+        # one token pass those checks before the first of them records it, and claims and devices
+        # would already have been applied by then.
+        if verdict.replay_key is not None and verdict.replay_until is not None:
+            if self._used_tokens is None:
+                # Embedded mode never gets here: its verifier and this module agree on the policy.
+                return self._refuse_error(verdict.user_id, "internal_error", "a replay key but no store for it")
+            try:
+                first_use = await self._used_tokens.record(verdict.replay_key, verdict.user_id, verdict.replay_until)
+            except ReplayStoreUnavailableError as e:
+                return self._refuse_error(verdict.user_id, "replay_store_unavailable", str(e))
+            if not first_use:
+                return self._reject(verdict.user_id, "token_replayed", verdict.alg, verdict.kid)
 
         try:
             return await self._log_in(verdict)
@@ -192,6 +213,8 @@ class TokenAuthenticator:
         """A refusal that is not the client's doing: an operator has to look."""
         if self._daemon is not None and reason == "daemon_error":
             where = f"verifier daemon at {self._daemon.description} gave an invalid verdict"
+        elif reason == "replay_store_unavailable":
+            where = "the single-use token could not be recorded in Synapse's database"
         else:
             where = "the module could not check the login"
         logger.error("JWT login refused for %s: %s (%s: %s)", qualified(user, self._server_name), where, reason, detail)

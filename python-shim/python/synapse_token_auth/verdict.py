@@ -19,6 +19,12 @@ _STR = (str,)
 _BOOL = (bool,)
 _STR_OR_NULL = (str, type(None))
 _BOOL_OR_NULL = (bool, type(None))
+_INT_OR_NULL = (int, type(None))
+
+#: Longest replay key: `jti:` and a `jti` of at most 256 bytes, or `sig:` and 64 hex digits.
+MAX_REPLAY_KEY_BYTES = 4 + 256
+#: Latest `replay_until`: the store keeps it in a signed 64-bit column.
+MAX_REPLAY_UNTIL = 2**63 - 1
 
 #: field -> (allowed types, may the field be absent). As docs/openapi.yaml documents them.
 _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
@@ -31,6 +37,9 @@ _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "alg": (_STR, False),
     "kid": (_STR_OR_NULL, False),
     "key": (_STR, False),
+    # Set together with single_use_tokens; absent from a daemon that predates them.
+    "replay_key": (_STR_OR_NULL, True),
+    "replay_until": (_INT_OR_NULL, True),
 }
 
 
@@ -51,6 +60,17 @@ class Verdict:
     alg: str
     kid: str | None
     key: str
+    #: With single_use_tokens: record this key, until this time, before the login goes on.
+    replay_key: str | None = None
+    replay_until: int | None = None
+
+
+def _storable_key(key: str) -> bool:
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate, valid in JSON
+        return False
+    return 0 < size <= MAX_REPLAY_KEY_BYTES and "\x00" not in key
 
 
 def check(answer: dict[str, Any], user: str, server_name: str) -> Verdict:
@@ -65,6 +85,13 @@ def check(answer: dict[str, Any], user: str, server_name: str) -> Verdict:
         # type(), not isinstance: a bool is an int, and a str subclass is not JSON.
         elif type(value) not in types:
             problems.append(f"`{name}` is a {type(value).__name__}")
+    replay_key, replay_until = answer.get("replay_key"), answer.get("replay_until")
+    if (replay_key is None) != (replay_until is None):
+        problems.append("only one of `replay_key` and `replay_until`")
+    if type(replay_key) is str and not _storable_key(replay_key):
+        problems.append("`replay_key` is empty, too long or not storable")
+    if type(replay_until) is int and not 0 <= replay_until <= MAX_REPLAY_UNTIL:
+        problems.append("`replay_until` is out of range")
     if problems:
         raise InvalidVerdictError("malformed verdict: " + ", ".join(problems))
 
@@ -93,4 +120,6 @@ def check(answer: dict[str, Any], user: str, server_name: str) -> Verdict:
         alg=answer["alg"],
         kid=answer["kid"],
         key=answer["key"],
+        replay_key=replay_key,
+        replay_until=replay_until,
     )
