@@ -23,11 +23,13 @@ def write(
     module: str = MODULE,
     extra: dict[str, Any] | None = None,
     console_log: bool = False,
+    listeners: tuple[dict[str, Any], ...] = (),
 ) -> Path:
     """Writes homeserver.yaml, its log config and a signing key into `directory`.
 
     `module_config` None loads no module; `extra` adds or overrides top-level settings (the
-    benchmarks use it for Synapse's built-in `jwt_config`)."""
+    benchmarks use it for Synapse's built-in `jwt_config`); `listeners` come after the client
+    listener on `port` (replication, metrics)."""
     from signedjson.key import generate_signing_key, write_signing_keys
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -66,7 +68,8 @@ def write(
                 "tls": False,
                 "x_forwarded": False,
                 "resources": [{"names": ["client"], "compress": False}],
-            }
+            },
+            *listeners,
         ],
         "database": {"name": "sqlite3", "args": {"database": str(directory / "homeserver.db")}},
         "log_config": str(directory / "log.yaml"),

@@ -11,8 +11,11 @@ wheel="$("$root/python-shim/build-wheel.sh")"
 
 rm -rf "$venv"
 python3 -m venv "$venv"
-# schemathesis: the daemon's API against docs/openapi.yaml (test_daemon_api.py).
-"$venv/bin/pip" install -q "$wheel" "matrix-synapse[jwt]==1.163.2" "pytest>=8" cryptography "schemathesis==4.32.5"
+# schemathesis: the daemon's API against docs/openapi.yaml (test_daemon_api.py). redis and
+# psycopg2-binary: Synapse with workers on PostgreSQL (test_workers.py); the binary wheel needs
+# no compiler or libpq headers, and Synapse only checks for its `redis` extra at run time.
+"$venv/bin/pip" install -q "$wheel" "matrix-synapse[jwt,redis]==1.163.2" "pytest>=8" cryptography \
+  "schemathesis==4.32.5" "psycopg2-binary==2.9.11"
 
 # The daemon binary for daemon-mode tests: built by `cargo test` (make test-rust) or here.
 if [ -z "${SYNAPSE_TOKEN_AUTH_BIN:-}" ]; then

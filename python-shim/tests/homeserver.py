@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -82,37 +83,44 @@ class Daemon:
         stop(self.process, 10)
 
 
-class Homeserver:
-    """`extra` adds or overrides top-level settings of homeserver.yaml; `pythonpath` lets Synapse
+class SynapseProcess:
+    """One Synapse process (`python -m <app> <args>`) whose client listener is 127.0.0.1:`port`,
+    logging to `log`; with `metrics_port`, its Prometheus listener. `pythonpath` lets Synapse
     import further modules (a spam checker) from there."""
 
     def __init__(
         self,
         directory: Path,
-        module_config: dict[str, Any],
-        extra: dict[str, Any] | None = None,
+        name: str,
+        port: int,
+        args: list[str],
+        log: Path,
         pythonpath: Path | None = None,
+        metrics_port: int | None = None,
     ) -> None:
         self.dir = directory
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = directory / "homeserver.log"
-        self.process: subprocess.Popen | None = None
+        self.name = name
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}"
+        self.args = args
+        self.log = log
+        self.out = directory / ("stdout.log" if name == "homeserver" else f"{name}.stdout.log")
         self.pythonpath = pythonpath
-        self.config = homeserver_config.write(directory, self.port, module_config, extra=extra)
-        self.shared_secret = json.loads(self.config.read_text())["registration_shared_secret"]
+        self.metrics_port = metrics_port
+        self.process: subprocess.Popen | None = None
         self.client = Client(self.base)
 
-    def start(self) -> None:
+    def launch(self) -> None:
+        """Starts the process without waiting for it (see `wait_up`)."""
         env = None
         if self.pythonpath is not None:
             env = {
                 **os.environ,
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(self.pythonpath), os.environ.get("PYTHONPATH")])),
             }
-        with open(self.dir / "stdout.log", "ab") as out:
+        with open(self.out, "ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "synapse.app.homeserver", "-c", str(self.config)],
+                [sys.executable, "-m", *self.args],
                 cwd=self.dir,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -120,11 +128,12 @@ class Homeserver:
                 env=env,
             )
 
+    def wait_up(self, timeout: float = 60) -> None:
         def up() -> bool:
             if self.process.poll() is not None:
                 raise AssertionError(
-                    "Synapse exited during start-up:\n"
-                    + (self.dir / "stdout.log").read_text()[-3000:]
+                    f"Synapse ({self.name}) exited during start-up:\n"
+                    + self.out.read_text()[-3000:]
                     + self.log_text()[-3000:]
                 )
             try:
@@ -132,7 +141,11 @@ class Homeserver:
             except OSError:
                 return False
 
-        wait_until(up, 60, "Synapse to answer /versions")
+        wait_until(up, timeout, f"Synapse ({self.name}) to answer /versions")
+
+    def start(self) -> None:
+        self.launch()
+        self.wait_up()
 
     def stop(self) -> None:
         stop(self.process, 20)
@@ -145,6 +158,45 @@ class Homeserver:
 
     def login(self, user: str, token: str | None) -> tuple[int, Any]:
         return self.client.login(user, token)
+
+    def metrics(self) -> str:
+        """The text of the metrics listener (Prometheus exposition format)."""
+        assert self.metrics_port is not None, "started without a metrics listener"
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as resp:
+            return resp.read().decode()
+
+
+class Homeserver(SynapseProcess):
+    """The main process (`synapse.app.homeserver`). `extra` adds or overrides top-level settings
+    of homeserver.yaml; `listeners` come after the client listener; `metrics` adds a metrics
+    listener (and `enable_metrics`)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        module_config: dict[str, Any],
+        extra: dict[str, Any] | None = None,
+        pythonpath: Path | None = None,
+        listeners: tuple[dict[str, Any], ...] = (),
+        metrics: bool = False,
+    ) -> None:
+        port = free_port()
+        metrics_port = free_port() if metrics else None
+        if metrics_port is not None:
+            extra = {"enable_metrics": True, **(extra or {})}
+            listeners = (*listeners, {"port": metrics_port, "bind_addresses": ["127.0.0.1"], "type": "metrics"})
+        config = homeserver_config.write(directory, port, module_config, extra=extra, listeners=listeners)
+        super().__init__(
+            directory,
+            "homeserver",
+            port,
+            ["synapse.app.homeserver", "-c", str(config)],
+            directory / "homeserver.log",
+            pythonpath,
+            metrics_port,
+        )
+        self.config = config
+        self.shared_secret = json.loads(config.read_text())["registration_shared_secret"]
 
     def register_with_shared_secret(self, localpart: str, admin: bool) -> str:
         """Creates a user the way `register_new_matrix_user` does; returns its access token."""

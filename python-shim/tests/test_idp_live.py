@@ -19,6 +19,7 @@ import pytest
 from helpers import token
 from homeserver import Daemon, Homeserver, wait_until
 from idp import IdP, new_key, public, token_header
+from prometheus_client.parser import text_string_to_metric_families
 
 COOLDOWN = 1
 FETCH_TIMEOUT = 2
@@ -61,7 +62,7 @@ class Setup:
             module_config = {"verifier": {"socket": str(self.daemon.socket), "timeout_seconds": 10}}
         else:
             module_config = settings
-        self.hs = Homeserver(directory, module_config)
+        self.hs = Homeserver(directory, module_config, metrics=True)
         self.hs.start()
 
     def close(self) -> None:
@@ -77,6 +78,16 @@ class Setup:
 
     def login(self, user: str, tok: str) -> tuple[int, dict]:
         return self.hs.login(user, tok)
+
+    def module_fetches(self) -> dict[str, float]:
+        """Synapse's `synapse_token_auth_key_fetches_total` by outcome: the module's own fetches
+        (embedded mode; in daemon mode the daemon fetches and these stay at 0)."""
+        return {
+            sample.labels["outcome"]: sample.value
+            for family in text_string_to_metric_families(self.hs.metrics())
+            for sample in family.samples
+            if sample.name == "synapse_token_auth_key_fetches_total"
+        }
 
     def assert_refused(self, user: str, tok: str, reason: str) -> None:
         status, body = self.login(user, tok)
@@ -126,9 +137,14 @@ def test_rotation_new_kid_logs_in_after_exactly_one_refetch(setup):
     assert token_header(new)["kid"] == "rsa-2"
     setup.settle()
     before = setup.idp.requests("/jwks")
+    fetches = setup.module_fetches()
     status, body = setup.login("alice", new)
     assert status == 200, body
     assert setup.idp.requests("/jwks") == before + 1
+    # Synapse's metrics count the module's fetch (embedded mode) as ok.
+    counted = setup.module_fetches()
+    assert counted["ok"] - fetches["ok"] == (1 if setup.mode == "embedded" else 0)
+    assert counted["failed"] == fetches["failed"]
     # The old key is still published and cached: no fetch.
     status, body = setup.login("alice", old)
     assert status == 200, body
@@ -166,8 +182,11 @@ def test_provider_down_cached_keys_keep_working(setup):
             alg="RS256",
             header={"kid": "not-published"},
         )
+        fetches = setup.module_fetches()
         setup.assert_refused("alice", unknown, "unknown_key_id")
         assert "failed" in setup.fetch_log()
+        failed = setup.module_fetches()["failed"] - fetches["failed"]
+        assert failed == (1 if setup.mode == "embedded" else 0)
     finally:
         setup.idp.start()
 

@@ -18,7 +18,7 @@ from typing import Any
 from synapse.module_api import ModuleApi, make_deferred_yieldable
 from synapse.module_api.errors import SynapseError
 
-from synapse_token_auth import _native, claims
+from synapse_token_auth import _native, claims, metrics
 from synapse_token_auth import config as config_module
 from synapse_token_auth import verdict as verdict_module
 from synapse_token_auth.daemon_client import DaemonClient, DaemonUnavailableError
@@ -75,6 +75,7 @@ class TokenAuthenticator:
             return await self._check_auth(username, login_type, login_dict)
         except Exception:
             # A bug or a database error: refuse this login, keep Synapse serving.
+            metrics.login_failed(LOGIN_TYPE, "internal_error")
             logger.exception(
                 "JWT login refused for %s: internal_error (unexpected error)", qualified(username, self._server_name)
             )
@@ -95,7 +96,8 @@ class TokenAuthenticator:
         if problem is not None:
             return self._reject(username, problem)
 
-        answer = await self._verify(token, username)
+        with metrics.VERIFY_DURATION.time():
+            answer = await self._verify(token, username)
         if answer is None:
             return None
         if answer["result"] != "accepted":
@@ -137,6 +139,7 @@ class TokenAuthenticator:
         try:
             return await self._daemon.verify(token, username, self._server_name)
         except DaemonUnavailableError as e:
+            metrics.login_failed(LOGIN_TYPE, e.reason)
             logger.error(
                 "JWT login refused for %s: verifier daemon at %s gave no verdict (%s: %s)",
                 qualified(username, self._server_name),
@@ -178,6 +181,7 @@ class TokenAuthenticator:
             printable(verdict.key),
             ", registered" if registered else "",
         )
+        metrics.login_accepted(LOGIN_TYPE)
         return canonical, callback
 
     async def _register(self, verdict: verdict_module.Verdict) -> tuple[str | None, bool]:
@@ -191,15 +195,18 @@ class TokenAuthenticator:
             return await self._api.register_user(verdict.localpart, displayname=verdict.displayname), True
         except SynapseError as e:
             if e.errcode != "M_USER_IN_USE":
+                metrics.login_failed(LOGIN_TYPE, "internal_error")
                 logger.warning("JWT login refused for %s: registration failed: %s", verdict.user_id, e)
                 return None, False
         # Another login registered the same user a moment ago: that is success, not failure.
         canonical = await self._api.check_user_exists(verdict.user_id)
         if canonical is None:
+            metrics.login_failed(LOGIN_TYPE, "internal_error")
             logger.warning("JWT login refused for %s: user in use but not found", verdict.user_id)
         return canonical, False
 
     def _reject(self, user: Any, reason: str, alg: str | None = None, kid: str | None = None) -> None:
+        metrics.login_rejected(LOGIN_TYPE, reason)
         logger.info(
             "JWT login rejected for %s: %s (alg=%s kid=%s)",
             qualified(user, self._server_name),
@@ -211,6 +218,7 @@ class TokenAuthenticator:
 
     def _refuse_error(self, user: Any, reason: str, detail: str) -> None:
         """A refusal that is not the client's doing: an operator has to look."""
+        metrics.login_failed(LOGIN_TYPE, reason)
         if self._daemon is not None and reason == "daemon_error":
             where = f"verifier daemon at {self._daemon.description} gave an invalid verdict"
         elif reason == "replay_store_unavailable":

@@ -15,7 +15,7 @@ from typing import Any
 
 from twisted.internet import defer, reactor
 
-from synapse_token_auth import _native
+from synapse_token_auth import _native, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ class KeyFetcher:
                 self._timeout = float(request.timeout_seconds)
                 answer = await self._fetch(request)
                 report = self._verifier.fetched(request, **answer)
+                metrics.key_fetched(report["ok"])
                 log = logger.info if report["ok"] else logger.warning
                 log("%s", report["message"])
                 for kid, why in report["ignored"]:
