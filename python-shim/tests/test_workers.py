@@ -43,6 +43,31 @@ def cluster(request, postgres, tmp_path_factory):
         yield stack.enter_context(running_cluster(directory, postgres, f"synapse_{mode}", module_config))
 
 
+@pytest.fixture(scope="module", params=["embedded", "daemon"])
+def replay_cluster(request, postgres, tmp_path_factory):
+    """The same deployment with `single_use_tokens`: the store is the shared PostgreSQL."""
+    mode = request.param
+    directory = tmp_path_factory.mktemp(f"workers-replay-{mode}")
+    with contextlib.ExitStack() as stack:
+        if mode == "embedded":
+            module_config = {
+                "secret": SECRET,
+                "allow_registration": True,
+                "audiences": [AUD],
+                "single_use_tokens": True,
+            }
+        else:
+            daemon = Daemon(
+                directory,
+                f'secret = "{SECRET}"\nallow_registration = true\naudiences = ["{AUD}"]\n'
+                "single_use_tokens = true\n[server]\nworkers = 1\n",
+            )
+            stack.callback(daemon.stop)
+            daemon.start()
+            module_config = {"verifier": {"socket": str(daemon.socket), "timeout_seconds": 5}}
+        yield stack.enter_context(running_cluster(directory, postgres, f"synapse_replay_{mode}", module_config))
+
+
 def jwt(sub: str, **extra) -> str:
     return token(claims(sub, aud=AUD, **extra))
 
@@ -149,3 +174,27 @@ def test_no_module_error_reached_synapse(cluster):
         assert "Failed to run module API callback" not in log, process.name
         errors = [line for line in log.splitlines() if " synapse_token_auth" in line and " ERROR " in line]
         assert errors == [], process.name
+
+
+def test_a_single_use_token_logs_in_once_across_all_workers(replay_cluster):
+    before = {p.name: scrape(p) for p in replay_cluster.processes}
+    tok = jwt("dave", jti="dave-once")
+    targets = [replay_cluster.workers[i % 2] for i in range(50)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(lambda worker: worker.login("dave", tok), targets))
+    statuses = sorted(status for status, _ in results)
+    assert statuses == [200] + [403] * 49, statuses
+    # One row in the shared database, whichever worker won.
+    assert replay_cluster.sql("SELECT replay_key FROM synapse_token_auth_used_tokens") == [("jti:dave-once",)]
+    # The workers' metrics add up to one login and 49 replays, and main served none of them.
+    replayed = accepted = 0.0
+    for process in replay_cluster.processes:
+        after = scrape(process)
+        replayed += logins(after, "rejected", "token_replayed") - logins(
+            before[process.name], "rejected", "token_replayed"
+        )
+        accepted += logins(after, "accepted") - logins(before[process.name], "accepted")
+    assert (accepted, replayed) == (1, 49)
+    # A fresh token for the same user still logs in, on the other process.
+    status, body = replay_cluster.main.login("dave", jwt("dave", jti="dave-twice"))
+    assert status == 200, body

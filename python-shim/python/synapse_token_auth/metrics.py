@@ -17,8 +17,14 @@ from synapse_token_auth import _native
 
 #: Codes the module itself gives: refusals of the client's login, and failures an operator has
 #: to look at (docs/configuration.md, "Reason codes").
-MODULE_REJECT_REASONS = ("unknown_user", "guest_account", "appservice_user")
-ERROR_REASONS = ("daemon_unavailable", "daemon_timeout", "daemon_error", "internal_error")
+MODULE_REJECT_REASONS = ("unknown_user", "guest_account", "appservice_user", "token_replayed")
+ERROR_REASONS = (
+    "daemon_unavailable",
+    "daemon_timeout",
+    "daemon_error",
+    "internal_error",
+    "replay_store_unavailable",
+)
 REJECT_REASONS = (*_native.reject_reasons(), *MODULE_REJECT_REASONS)
 #: The ``reason`` of a rejection whose code is not on the list (a newer daemon's, say).
 OTHER = "other"
