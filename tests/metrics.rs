@@ -363,8 +363,9 @@ fn metrics_count_key_fetches_by_outcome() {
     let first = verify_over_unix(&unix_path, &rs256("k1"), "alice");
     assert_eq!(first.status, 200, "{first:?}\n{}", scratch.stderr());
     server.join().expect("server");
-    // The provider is gone: an unknown kid after the cooldown makes a fetch that fails.
-    std::thread::sleep(Duration::from_millis(1100));
+    // The provider is gone: an unknown kid after the cooldown makes a fetch that fails. The
+    // cache counts whole seconds and waits a whole cooldown: up to two seconds here.
+    std::thread::sleep(Duration::from_millis(2100));
     let second = verify_over_unix(&unix_path, &rs256("k2"), "alice");
     assert_eq!(second.status, 403, "{second:?}");
 
