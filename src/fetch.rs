@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 
 use crate::{
     Verdict, Verifier,
-    keys::published::{FetchAnswer, FetchRequest, RemoteKeys},
+    keys::published::{FetchAnswer, FetchReport, FetchRequest, RemoteKeys},
     server::Metrics,
     verify::{Rejection, Step},
 };
@@ -119,27 +119,26 @@ impl Fetcher {
 
     /// Carries out `request` and what follows it (the key set after discovery), reports each
     /// answer to the core, logs it, and wakes the waiting logins.
-    pub async fn run(&self, remote: &RemoteKeys, mut request: FetchRequest) {
+    pub async fn run(&self, remote: &RemoteKeys, request: FetchRequest) {
+        self.run_reporting(remote, request, log_report).await;
+    }
+
+    /// [`Self::run`], handing each answer's report to `report` instead of the log (for
+    /// `check-config`, which prints them).
+    pub async fn run_reporting(
+        &self,
+        remote: &RemoteKeys,
+        mut request: FetchRequest,
+        mut report: impl FnMut(&FetchRequest, &FetchReport),
+    ) {
         loop {
             let answer = self.fetch(&request).await;
-            let report = remote.fetched(&request, crate::unix_now(), answer);
+            let mut outcome = remote.fetched(&request, crate::unix_now(), answer);
             if let Some(metrics) = &self.metrics {
-                metrics.key_fetched(report.ok);
+                metrics.key_fetched(outcome.ok);
             }
-            if report.ok {
-                tracing::info!(target: "synapse_token_auth::keys", url = %request.url, result = "ok", "{}", report.message);
-            } else {
-                tracing::warn!(target: "synapse_token_auth::keys", url = %request.url, result = "failed", "{}", report.message);
-            }
-            for ignored in &report.ignored {
-                tracing::warn!(
-                    target: "synapse_token_auth::keys",
-                    url = %request.url,
-                    kid = ignored.kid.as_deref().unwrap_or(""),
-                    "key not used: {}", ignored.why
-                );
-            }
-            match report.next {
+            report(&request, &outcome);
+            match outcome.next.take() {
                 Some(next) => request = next,
                 None => break,
             }
@@ -210,4 +209,21 @@ fn describe(error: &reqwest::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// One log line per fetch outcome, and one per key set aside.
+fn log_report(request: &FetchRequest, report: &FetchReport) {
+    if report.ok {
+        tracing::info!(target: "synapse_token_auth::keys", url = %request.url, result = "ok", "{}", report.message);
+    } else {
+        tracing::warn!(target: "synapse_token_auth::keys", url = %request.url, result = "failed", "{}", report.message);
+    }
+    for ignored in &report.ignored {
+        tracing::warn!(
+            target: "synapse_token_auth::keys",
+            url = %request.url,
+            kid = ignored.kid.as_deref().unwrap_or(""),
+            "key not used: {}", ignored.why
+        );
+    }
 }

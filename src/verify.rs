@@ -415,12 +415,12 @@ impl Verifier {
             .alg
             .parse::<Algorithm>()
             .is_ok_and(|alg| published.algorithms.contains(&alg));
-        let kid = header.kid.as_deref();
-        fits && !self
-            .config
-            .keys
-            .iter()
-            .any(|k| kid.is_some() && k.key_id.as_deref() == kid)
+        fits && !self.names_static_key(header.kid.as_deref())
+    }
+
+    /// Whether `kid` equals the `key_id` of a static key, which then alone verifies the token.
+    fn names_static_key(&self, kid: Option<&str>) -> bool {
+        kid.is_some() && self.config.keys.iter().any(|k| k.key_id.as_deref() == kid)
     }
 
     /// Signature, claims and the verdict, with `published` keys beside the static ones.
@@ -546,9 +546,7 @@ impl Verifier {
         // are selected by the set's own rules.
         let keys = &self.config.keys;
         let kid = header.kid.as_deref();
-        let named = keys
-            .iter()
-            .any(|k| kid.is_some() && k.key_id.as_deref() == kid);
+        let named = self.names_static_key(kid);
         let static_keys = keys
             .iter()
             .filter(|k| {

@@ -52,24 +52,18 @@ fn list_published_keys(remote: &std::sync::Arc<RemoteKeys>) -> bool {
         eprintln!("error: cannot set up the HTTPS client for the key set");
         return false;
     };
-    let mut request = Some(request);
     let mut good = true;
-    let ran = super::block_on(async {
-        while let Some(current) = request.take() {
-            let answer = fetcher.fetch(&current).await;
-            let report = remote.fetched(&current, now, answer);
-            eprintln!("{}", report.message);
-            for ignored in &report.ignored {
-                eprintln!(
-                    "  key not used: kid {}: {}",
-                    ignored.kid.as_deref().unwrap_or("(none)"),
-                    ignored.why
-                );
-            }
-            good &= report.ok;
-            request = report.next;
+    let ran = super::block_on(fetcher.run_reporting(remote, request, |_, report| {
+        eprintln!("{}", report.message);
+        for ignored in &report.ignored {
+            eprintln!(
+                "  key not used: kid {}: {}",
+                ignored.kid.as_deref().unwrap_or("(none)"),
+                ignored.why
+            );
         }
-    });
+        good &= report.ok;
+    }));
     let Some(keys) = remote.cached(now).filter(|_| ran.is_ok() && good) else {
         eprintln!("error: no usable keys at {}", remote.location.describe());
         return false;
