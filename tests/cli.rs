@@ -8,7 +8,10 @@ use std::{
     process::{Command, Output, Stdio},
 };
 
-use common::{daemon::BIN, *};
+use common::{
+    daemon::{BIN, serve_jwks},
+    *,
+};
 
 fn run(args: &[&str]) -> Output {
     Command::new(BIN)
@@ -319,26 +322,6 @@ fn examples_config_is_valid() {
         .output()
         .expect("run");
     assert!(out.status.success(), "{}", text(&out.stderr));
-}
-
-/// Serves `body` as the answer to every request on a loopback port, `count` times.
-fn serve_jwks(body: String, count: usize) -> (String, std::thread::JoinHandle<()>) {
-    use std::io::Read as _;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}/jwks", listener.local_addr().expect("addr"));
-    let server = std::thread::spawn(move || {
-        for stream in listener.incoming().take(count) {
-            let mut stream = stream.expect("accept");
-            let mut request = [0_u8; 4096];
-            let _ = stream.read(&mut request);
-            let answer = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            stream.write_all(answer.as_bytes()).expect("write");
-        }
-    });
-    (url, server)
 }
 
 #[test]

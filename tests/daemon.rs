@@ -11,12 +11,7 @@ use common::{daemon::*, *};
 #[test]
 fn daemon_serves_inherited_unix_and_tcp_sockets_and_notifies() {
     let scratch = Scratch::new(&activated_config(""));
-    let unix_path = scratch.path("verify.sock");
-    let unix = unix_listener(&unix_path);
-    let tcp = tcp_listener();
-    let tcp_addr = tcp.local_addr().expect("addr");
-    let mut daemon =
-        scratch.spawn_activated(&[("verify", raw_fd(&unix)), ("verify-tcp", raw_fd(&tcp))]);
+    let (mut daemon, unix_path, tcp_addr) = scratch.spawn_on_unix_and_tcp();
 
     let seen = scratch.wait_for("READY=1");
     assert!(seen.concat().contains("STATUS=verifying on"), "{seen:?}");
@@ -261,17 +256,7 @@ fn daemon_stops_on_sigterm_even_when_started_with_it_blocked() {
     let socket = dir.path().join("v.sock");
     let scratch = Scratch::new(&unix_config(&socket, ""));
     let mut command = scratch.configured_command();
-    // SAFETY: only sigemptyset/sigaddset/sigprocmask, async-signal-safe, between fork and exec.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGTERM);
-            libc::sigaddset(&mut set, libc::SIGHUP);
-            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            Ok(())
-        });
-    }
+    with_signals_blocked(&mut command, &[libc::SIGTERM, libc::SIGHUP], None);
     let mut daemon = Daemon {
         child: command.spawn().expect("spawn daemon"),
     };
@@ -614,17 +599,7 @@ fn daemon_reloads_on_a_sighup_sent_at_start_up() {
     // The daemon starts with a SIGHUP already pending (blocked before exec, delivered at once
     // when the daemon unblocks it): the earliest moment one can arrive.
     let mut command = scratch.configured_command();
-    // SAFETY: sigprocmask and raise are async-signal-safe.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGHUP);
-            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            libc::raise(libc::SIGHUP);
-            Ok(())
-        });
-    }
+    with_signals_blocked(&mut command, &[libc::SIGHUP], Some(libc::SIGHUP));
     let mut daemon = Daemon {
         child: command.spawn().expect("spawn daemon"),
     };
@@ -678,12 +653,7 @@ fn write_all_then_read(mut stream: impl std::io::Read + std::io::Write, head: &s
 #[test]
 fn daemon_lets_a_client_that_sends_a_big_body_first_read_the_413() {
     let scratch = Scratch::new(&activated_config(""));
-    let unix_path = scratch.path("verify.sock");
-    let unix = unix_listener(&unix_path);
-    let tcp = tcp_listener();
-    let addr = tcp.local_addr().expect("addr");
-    let _daemon =
-        scratch.spawn_activated(&[("verify", raw_fd(&unix)), ("verify-tcp", raw_fd(&tcp))]);
+    let (_daemon, unix_path, addr) = scratch.spawn_on_unix_and_tcp();
     scratch.wait_for("READY=1");
     let with_length =
         "POST /v1/verify HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1048576\r\n\r\n";

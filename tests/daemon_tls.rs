@@ -134,12 +134,7 @@ fn daemon_serves_tls_and_requires_the_client_token() {
     let scratch = Scratch::new("");
     write_material(&scratch, &pki, CLIENT_TOKEN);
     scratch.write_config(&tls_config(&scratch));
-    let unix_path = scratch.path("verify.sock");
-    let unix = unix_listener(&unix_path);
-    let tcp = tcp_listener();
-    let addr = tcp.local_addr().expect("addr");
-    let _daemon =
-        scratch.spawn_activated(&[("verify", raw_fd(&unix)), ("verify-tcp", raw_fd(&tcp))]);
+    let (_daemon, unix_path, addr) = scratch.spawn_on_unix_and_tcp();
     let seen = scratch.wait_for("READY=1");
     assert!(seen.concat().contains("(TLS)"), "{seen:?}");
     let body = verify_body(&hs512(&live_claims("alice")), "alice");
@@ -305,40 +300,39 @@ fn daemon_refuses_plain_tcp_on_a_non_loopback_address() {
 #[test]
 fn daemon_config_errors_name_the_tls_and_token_keys() {
     let scratch = Scratch::new("");
-    scratch.write_config(&format!(
-        "secret = \"{SECRET}\"\n[server]\nworkers = 1\ntls_certificate = \"/nonexistent/cert.pem\"\n\
-         client_token_file = \"/nonexistent/token\"\nclient_token_credential = \"token\"\n"
-    ));
-    let output = std::process::Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(scratch.config())
-        .output()
-        .expect("run");
-    let text = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{text}");
-    for expected in [
-        "`server.tls_key`: a TLS certificate needs its key",
-        "`server.client_token_credential`: set either",
-        "config.toml",
-    ] {
-        assert!(text.contains(expected), "{expected} in\n{text}");
-    }
-    scratch.write_config(&format!(
-        "secret = \"{SECRET}\"\n[server]\nworkers = 1\ntls_certificate = \"/nonexistent/cert.pem\"\n\
-         tls_key = \"/nonexistent/key.pem\"\nclient_token_file = \"/nonexistent/token\"\n"
-    ));
-    let output = std::process::Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(scratch.config())
-        .output()
-        .expect("run");
-    let text = String::from_utf8_lossy(&output.stderr);
-    for expected in [
-        "`server.tls_certificate`: cannot read `/nonexistent/cert.pem`",
-        "`server.client_token_file`: cannot read `/nonexistent/token`",
-    ] {
-        assert!(text.contains(expected), "{expected} in\n{text}");
-    }
+    // check-config on a [server] table with `server`, expecting each of `expected` on stderr.
+    let check = |server: &str, expected: &[&str]| {
+        scratch.write_config(&format!(
+            "secret = \"{SECRET}\"\n[server]\nworkers = 1\n{server}"
+        ));
+        let output = std::process::Command::new(BIN)
+            .args(["check-config", "--config"])
+            .arg(scratch.config())
+            .output()
+            .expect("run");
+        let text = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{text}");
+        for expected in expected {
+            assert!(text.contains(expected), "{expected} in\n{text}");
+        }
+    };
+    check(
+        "tls_certificate = \"/nonexistent/cert.pem\"\nclient_token_file = \"/nonexistent/token\"\n\
+         client_token_credential = \"token\"\n",
+        &[
+            "`server.tls_key`: a TLS certificate needs its key",
+            "`server.client_token_credential`: set either",
+            "config.toml",
+        ],
+    );
+    check(
+        "tls_certificate = \"/nonexistent/cert.pem\"\ntls_key = \"/nonexistent/key.pem\"\n\
+         client_token_file = \"/nonexistent/token\"\n",
+        &[
+            "`server.tls_certificate`: cannot read `/nonexistent/cert.pem`",
+            "`server.client_token_file`: cannot read `/nonexistent/token`",
+        ],
+    );
 }
 
 /// Starting the daemon with extra environment (credentials) on activated sockets.

@@ -320,26 +320,6 @@ fn metrics_count_a_body_that_comes_too_slowly_as_408() {
     );
 }
 
-/// Serves `body` as the key set to the first `count` connections, then closes the port.
-fn serve_jwks(body: String, count: usize) -> (String, std::thread::JoinHandle<()>) {
-    use std::io::Read as _;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}/jwks", listener.local_addr().expect("addr"));
-    let server = std::thread::spawn(move || {
-        for stream in listener.incoming().take(count) {
-            let mut stream = stream.expect("accept");
-            let mut request = [0_u8; 4096];
-            let _ = stream.read(&mut request);
-            let answer = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            stream.write_all(answer.as_bytes()).expect("write");
-        }
-    });
-    (url, server)
-}
-
 #[test]
 fn metrics_count_key_fetches_by_outcome() {
     let set = serde_json::json!({ "keys": [rsa_jwk("rsa.pub", "k1")] });
@@ -404,12 +384,7 @@ fn metrics_take_the_client_token_on_tcp_but_not_on_unix() {
             scratch.path("client-token").display()
         ),
     ));
-    let unix_path = scratch.path("verify.sock");
-    let unix = unix_listener(&unix_path);
-    let tcp = tcp_listener();
-    let addr = tcp.local_addr().expect("addr");
-    let _daemon =
-        scratch.spawn_activated(&[("verify", raw_fd(&unix)), ("verify-tcp", raw_fd(&tcp))]);
+    let (_daemon, unix_path, addr) = scratch.spawn_on_unix_and_tcp();
     scratch.wait_for("READY=1");
     let over_tcp = |headers: &[&str]| {
         let stream = std::net::TcpStream::connect(addr).expect("connect");

@@ -90,6 +90,19 @@ impl Scratch {
         self.spawn_activated_with(listeners, &[])
     }
 
+    /// Starts the daemon socket-activated on `verify.sock` here (named `verify`) and a TCP port
+    /// of 127.0.0.1 (named `verify-tcp`), as the shipped units pass them; returns the daemon,
+    /// the socket's path and the TCP address.
+    pub fn spawn_on_unix_and_tcp(&self) -> (Daemon, PathBuf, std::net::SocketAddr) {
+        let unix_path = self.path("verify.sock");
+        let unix = unix_listener(&unix_path);
+        let tcp = tcp_listener();
+        let addr = tcp.local_addr().expect("addr");
+        let daemon =
+            self.spawn_activated(&[("verify", raw_fd(&unix)), ("verify-tcp", raw_fd(&tcp))]);
+        (daemon, unix_path, addr)
+    }
+
     /// [`Scratch::spawn_activated`] with extra environment variables.
     pub fn spawn_activated_with(
         &self,
@@ -387,4 +400,44 @@ pub fn activated_config(extra: &str) -> String {
         "secret = \"{}\"\n{extra}\n[server]\nlisten = [\"unix:/nonexistent/dir/verify.sock\"]\nworkers = 1\n",
         super::SECRET
     )
+}
+
+/// Serves `body` as the key set to the first `count` connections, then closes the port.
+pub fn serve_jwks(body: String, count: usize) -> (String, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/jwks", listener.local_addr().expect("addr"));
+    let server = std::thread::spawn(move || {
+        for stream in listener.incoming().take(count) {
+            let mut stream = stream.expect("accept");
+            let mut request = [0_u8; 4096];
+            let _ = stream.read(&mut request);
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(answer.as_bytes()).expect("write");
+        }
+    });
+    (url, server)
+}
+
+/// Makes `command` start with `signals` blocked, as a supervisor might leave them, and with
+/// `raise` (if any) already pending: the earliest a signal can reach the daemon.
+pub fn with_signals_blocked(command: &mut Command, signals: &'static [i32], raise: Option<i32>) {
+    // SAFETY: only sigemptyset, sigaddset, sigprocmask and raise, which are async-signal-safe,
+    // run between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for signal in signals {
+                libc::sigaddset(&mut set, *signal);
+            }
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            if let Some(signal) = raise {
+                libc::raise(signal);
+            }
+            Ok(())
+        });
+    }
 }
