@@ -11,10 +11,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from peers import Peer, read_request
 
 CLIENT = """
 import json, sys, time
@@ -35,53 +35,6 @@ async def main():
 reactor.callWhenRunning(lambda: defer.ensureDeferred(main()).addBoth(lambda _: reactor.stop()))
 reactor.run()
 """
-
-
-class Peer:
-    """A unix socket server that reads one request per connection and answers with `behave`."""
-
-    def __init__(self, path: Path, behave: Callable[[socket.socket], None]) -> None:
-        self.sent = 0
-        self._behave = behave
-        self._server = socket.socket(socket.AF_UNIX)
-        self._server.bind(str(path))
-        self._server.listen()
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return
-            with conn:
-                _read_request(conn)
-                try:
-                    self._behave(conn)
-                except OSError:
-                    pass  # the client hung up: what these tests want to see
-
-    def send(self, conn: socket.socket, data: bytes) -> None:
-        conn.sendall(data)
-        self.sent += len(data)
-
-    def close(self) -> None:
-        self._server.close()
-
-
-def _read_request(conn: socket.socket) -> None:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return
-        data += chunk
-    head, body = data.split(b"\r\n\r\n", 1)
-    length = next(
-        (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")), 0
-    )
-    while len(body) < length:
-        body += conn.recv(65536)
 
 
 def ask(path: Path, timeout: float = 5.0) -> tuple[dict, float]:
@@ -201,13 +154,7 @@ class TlsPeer:
                 return
             try:
                 with self._context.wrap_socket(raw, server_side=True) as conn:
-                    data = b""
-                    while b"\r\n\r\n" not in data:
-                        chunk = conn.recv(65536)
-                        if not chunk:
-                            break
-                        data += chunk
-                    self.heads.append(data.split(b"\r\n\r\n")[0])
+                    self.heads.append(read_request(conn))
                     body = b'{"reason": "expired"}'
                     conn.sendall(
                         b"HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"

@@ -7,12 +7,11 @@ every request with one fixed victim's verdict (admin included) logs nobody in.""
 from __future__ import annotations
 
 import json
-import socket
-import threading
 from pathlib import Path
 
 import pytest
 from homeserver import Homeserver, wait_until
+from peers import Peer
 
 VICTIM_VERDICT = {
     "user_id": "@victim:test.local",
@@ -27,60 +26,35 @@ VICTIM_VERDICT = {
 }
 
 
-class Impostor:
+def impostor(path: Path) -> Peer:
     """A plain unix socket server that answers every request 200 with VICTIM_VERDICT."""
-
-    def __init__(self, path: Path) -> None:
-        self.requests = 0
-        self._server = socket.socket(socket.AF_UNIX)
-        self._server.bind(str(path))
-        self._server.listen()
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        body = json.dumps(VICTIM_VERDICT).encode()
-        answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
-        answer += b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-        while True:
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return
-            with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                self.requests += 1
-                conn.sendall(answer)
-
-    def close(self) -> None:
-        self._server.close()
+    body = json.dumps(VICTIM_VERDICT).encode()
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    answer += b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    return Peer(path, lambda conn: conn.sendall(answer))
 
 
 @pytest.fixture(scope="module")
 def hs_with_impostor(tmp_path_factory):
     directory = tmp_path_factory.mktemp("impostor")
-    impostor = Impostor(directory / "verify.sock")
+    peer = impostor(directory / "verify.sock")
     server = Homeserver(directory, {"verifier": {"socket": str(directory / "verify.sock"), "timeout_seconds": 5}})
     server.start()
     server.admin_token = server.register_with_shared_secret("root", admin=True)
     server.register_with_shared_secret("victim", admin=False)
     server.register_with_shared_secret("mallory", admin=False)
-    yield server, impostor
+    yield server, peer
     server.stop()
-    impostor.close()
+    peer.close()
 
 
 @pytest.mark.parametrize("user", ["mallory", "@mallory:test.local", "newcomer", "root"])
 def test_an_impostor_daemon_logs_nobody_in(hs_with_impostor, user):
-    hs, impostor = hs_with_impostor
-    asked = impostor.requests
+    hs, peer = hs_with_impostor
+    asked = peer.served
     status, body = hs.login(user, "garbage")
     assert (status, body.get("errcode")) == (403, "M_FORBIDDEN"), body
-    assert impostor.requests > asked, "the module did not ask the socket"
+    assert peer.served > asked, "the module did not ask the socket"
     user_id = user if user.startswith("@") else f"@{user}:test.local"
     line = f"ERROR JWT login refused for {user_id}: verifier daemon at {hs.dir / 'verify.sock'} gave an invalid verdict"
     wait_until(lambda: line in hs.log_text(), 5, f"log line {line!r}")
