@@ -51,14 +51,18 @@ class DaemonEndpoint:
 
 @dataclass(frozen=True)
 class ModuleConfig:
-    """Exactly one of ``verifier`` (embedded mode) and ``daemon`` (daemon mode) is set."""
+    """JWT login (``com.famedly.login.token``) is verified by ``verifier`` (embedded mode) or
+    the daemon at ``daemon`` (daemon mode), or is off when neither is set; ``oauth`` and ``oidc``
+    are the original module's other login types, when configured."""
 
     verifier: _native.Verifier | None
     daemon: DaemonEndpoint | None
+    oauth: _native.OAuth | None = None
+    oidc: _native.Oidc | None = None
 
     @property
     def mode(self) -> str:
-        return "embedded" if self.verifier is not None else "daemon"
+        return "daemon" if self.daemon is not None else "embedded"
 
 
 def parse(config: Any) -> ModuleConfig:
@@ -67,8 +71,21 @@ def parse(config: Any) -> ModuleConfig:
         config = {}
     if not isinstance(config, dict):
         raise _config_error("the module config must be a mapping of keys")
+    if config.get("epa"):
+        raise _config_error(
+            "`epa`: the original module's ePA login type (encrypted JWE tokens) is not supported; remove the section"
+        )
+    config = {k: v for k, v in config.items() if k != "epa"}
+    # As the original, a section that is present but empty (`oauth:` or `oauth: null`) is off.
+    sections = {name: config.pop(name) for name in ("oauth", "oidc") if name in config}
+    oauth = _parse_section(_native.OAuth, sections.get("oauth"))
+    oidc = _parse_section(_native.Oidc, sections.get("oidc"))
     if "verifier" in config:
-        return ModuleConfig(verifier=None, daemon=_parse_daemon(config))
+        # JWT login through the daemon; `oauth` and `oidc` logins still run in this process.
+        return ModuleConfig(verifier=None, daemon=_parse_daemon(config), oauth=oauth, oidc=oidc)
+    if (oauth is not None or oidc is not None) and not any(v is not None for v in config.values()):
+        # Only the other login types (a `jwt:` left empty counts as absent, as in the original).
+        return ModuleConfig(verifier=None, daemon=None, oauth=oauth, oidc=oidc)
     policy = config.get("jwt") if isinstance(config.get("jwt"), dict) else config
     if "jwks_ca_file" in policy:
         # Synapse's own HTTP client fetches the keys in embedded mode, with Synapse's trust store.
@@ -80,7 +97,17 @@ def parse(config: Any) -> ModuleConfig:
         verifier = _native.Verifier(json.dumps(config))
     except (TypeError, ValueError) as e:
         raise _config_error(str(e)) from None
-    return ModuleConfig(verifier=verifier, daemon=None)
+    return ModuleConfig(verifier=verifier, daemon=None, oauth=oauth, oidc=oidc)
+
+
+def _parse_section(kind: Any, section: Any) -> Any:
+    """The core's object for an `oauth` or `oidc` section, or None when it is absent or empty."""
+    if not section:
+        return None
+    try:
+        return kind(json.dumps(section))
+    except (TypeError, ValueError) as e:
+        raise _config_error(str(e)) from None
 
 
 _DAEMON_KEYS = ("socket", "url", "timeout_seconds", "ca_file", "client_token_file")

@@ -10,6 +10,7 @@ the user and a reason code; nothing ever raises into Synapse.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -17,12 +18,14 @@ from typing import Any
 
 from synapse.module_api import ModuleApi, make_deferred_yieldable
 from synapse.module_api.errors import SynapseError
+from twisted.web import resource
 
 from synapse_token_auth import _native, claims, metrics
 from synapse_token_auth import config as config_module
 from synapse_token_auth import verdict as verdict_module
 from synapse_token_auth.daemon_client import DaemonClient, DaemonUnavailableError
 from synapse_token_auth.logtext import printable, qualified
+from synapse_token_auth.oauth import OAUTH_LOGIN_TYPE, OIDC_LOGIN_TYPE, OAuthLogins
 from synapse_token_auth.published import KeyFetcher
 from synapse_token_auth.replay import ReplayStoreUnavailableError, UsedTokens
 from synapse_token_auth.reserved import ReservedAccounts, ReservedCheckUnavailableError
@@ -56,14 +59,38 @@ class TokenAuthenticator:
             else None
         )
         self._reserved = ReservedAccounts(api)
+        jwt_login = config.verifier is not None or config.daemon is not None
         # Single-use tokens: in embedded mode the policy says whether they are on; in daemon mode
         # only the daemon knows, so the (small, empty) table is there for its verdicts to use.
-        self._used_tokens = UsedTokens(api) if config.verifier is None or config.verifier.single_use_tokens else None
-        api.register_password_auth_provider_callbacks(auth_checkers={(LOGIN_TYPE, LOGIN_FIELDS): self.check_auth})
+        self._used_tokens = (
+            UsedTokens(api)
+            if config.daemon is not None or (config.verifier is not None and config.verifier.single_use_tokens)
+            else None
+        )
+        self._others = OAuthLogins(api, make_deferred_yieldable, self._reserved, config.oauth, config.oidc)
+        checkers: dict[tuple[str, tuple[str, ...]], Any] = {}
+        if jwt_login:
+            checkers[(LOGIN_TYPE, LOGIN_FIELDS)] = self.check_auth
+        if config.oauth is not None:
+            _require_external_id_reader(api, config.oauth)
+            checkers[(OAUTH_LOGIN_TYPE, LOGIN_FIELDS)] = self.check_oauth
+            if config.oauth.metadata_resource is not None:
+                metadata = json.loads(config.oauth.metadata_resource)
+                api.register_web_resource(f"/_famedly/login/{metadata['name']}", MetadataResource(metadata))
+        if config.oidc is not None:
+            checkers[(OIDC_LOGIN_TYPE, LOGIN_FIELDS)] = self.check_oidc_auth
+            api.register_web_resource(
+                f"/_famedly/login/{OIDC_LOGIN_TYPE}", MetadataResource(json.loads(config.oidc.metadata()))
+            )
+        api.register_password_auth_provider_callbacks(auth_checkers=checkers)
         if config.verifier is not None:
             logger.info("JWT login enabled (embedded verifier): %s", config.verifier.effective_config())
-        else:
-            logger.info("JWT login enabled (verifier daemon at %s)", self._daemon.description if self._daemon else "?")
+        elif self._daemon is not None:
+            logger.info("JWT login enabled (verifier daemon at %s)", self._daemon.description)
+        if config.oauth is not None:
+            logger.info("OAuth login enabled: %s", config.oauth.effective_config())
+        if config.oidc is not None:
+            logger.info("OIDC login enabled: %s", config.oidc.metadata())
 
     @staticmethod
     def parse_config(config: Any) -> config_module.ModuleConfig:
@@ -83,6 +110,14 @@ class TokenAuthenticator:
 
     # The original module's method name, for code that calls it directly.
     check_jwt_auth = check_auth
+
+    async def check_oauth(self, username: str, login_type: str, login_dict: dict[str, Any]) -> CheckAuthResult:
+        """The ``com.famedly.login.token.oauth`` login type (``oauth.py``). Never raises."""
+        return await self._others.check_oauth(username, login_type, login_dict)
+
+    async def check_oidc_auth(self, username: str, login_type: str, login_dict: dict[str, Any]) -> CheckAuthResult:
+        """The ``com.famedly.login.token.oidc`` login type (``oauth.py``). Never raises."""
+        return await self._others.check_oidc(username, login_type, login_dict)
 
     @property
     def _server_name(self) -> str:
@@ -246,3 +281,30 @@ def _input_problem(username: Any, token: Any) -> str | None:
     if not _COMPACT_JWS.fullmatch(token):
         return "malformed_token"
     return None
+
+
+class MetadataResource(resource.Resource):
+    """A JSON document for clients, served as the original serves it (``/_famedly/login/…``)."""
+
+    isLeaf = True
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        super().__init__()
+        self._body = json.dumps(document).encode("utf-8")
+
+    def render_GET(self, request: Any) -> bytes:  # noqa: N802 (Twisted's name)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"access-control-allow-origin", b"*")
+        return self._body
+
+
+def _require_external_id_reader(api: ModuleApi, oauth: _native.OAuth) -> None:
+    """``check_external_id`` reads the account's external ids from Synapse's store, which
+    ModuleApi does not offer; a Synapse without that method must fail at start-up, not let every
+    existing account in unchecked."""
+    store = getattr(api, "_store", None)
+    if oauth.check_external_id and not callable(getattr(store, "get_external_ids_by_user", None)):
+        raise config_module.ConfigError(
+            "`oauth.check_external_id`: this Synapse does not offer the account's external ids "
+            "(store.get_external_ids_by_user); set `check_external_id: false` to log in without the check"
+        )

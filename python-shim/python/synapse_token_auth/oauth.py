@@ -1,0 +1,281 @@
+"""The original module's ``oauth`` and ``oidc`` login types, in embedded mode.
+
+The Rust core (``_native.OAuth``, ``_native.Oidc``) checks tokens and introspection answers and
+names the user; this module carries out the requests it describes through Synapse's HTTP client
+(``outbound.py``) and does what only Synapse can: find or register the account, call the
+registration webhook first, record and check the account's external id ``(iss, sub)``, bind the
+e-mail address, and apply the display name and admin claims once Synapse has accepted the login.
+
+Every refusal is a ``None`` for Synapse (403) with one log line naming the user and a reason
+code; nothing raises into Synapse.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from synapse.module_api import ModuleApi
+from synapse.module_api.errors import SynapseError
+
+from synapse_token_auth import _native, claims, metrics, outbound
+from synapse_token_auth.logtext import printable, qualified
+from synapse_token_auth.published import KeyFetcher
+from synapse_token_auth.reserved import ReservedAccounts
+
+logger = logging.getLogger(__name__)
+
+OAUTH_LOGIN_TYPE = "com.famedly.login.token.oauth"
+OIDC_LOGIN_TYPE = "com.famedly.login.token.oidc"
+
+# An OAuth access token is visible ASCII (RFC 6749 appendix A.12, VSCHAR); a JWT is base64url
+# and dots, which is a subset. Anything else is refused before any request is made.
+_ACCESS_TOKEN = re.compile(r"[\x21-\x7e]+")
+
+
+class _Refused(Exception):
+    """A login refused with a reason code; ``error`` marks an operator's problem (ERROR)."""
+
+    def __init__(self, user: Any, reason: str, detail: str = "", *, error: bool = False) -> None:
+        super().__init__(reason)
+        self.user = user
+        self.reason = reason
+        self.detail = detail
+        self.error = error
+
+
+class OAuthLogins:
+    """``check_oauth`` and ``check_oidc_auth``: one instance per module, so one key cache and
+    one discovered introspection endpoint per Synapse process."""
+
+    def __init__(
+        self,
+        api: ModuleApi,
+        yieldable: Any,
+        reserved: ReservedAccounts,
+        oauth: _native.OAuth | None,
+        oidc: _native.Oidc | None,
+    ) -> None:
+        self._api = api
+        self._yieldable = yieldable
+        self._reserved = reserved
+        self._oauth = oauth
+        self._oidc = oidc
+        self._keys = KeyFetcher(oauth, api, yieldable) if oauth is not None and oauth.checks_jwt else None
+
+    async def check_oauth(self, username: str, login_type: str, login_dict: dict[str, Any]) -> Any:
+        if login_type != OAUTH_LOGIN_TYPE or self._oauth is None:
+            return None
+        return await self._guarded(OAUTH_LOGIN_TYPE, username, self._oauth_login, username, login_dict)
+
+    async def check_oidc(self, username: str, login_type: str, login_dict: dict[str, Any]) -> Any:
+        if login_type != OIDC_LOGIN_TYPE or self._oidc is None:
+            return None
+        return await self._guarded(OIDC_LOGIN_TYPE, username, self._oidc_login, username, login_dict)
+
+    async def _guarded(self, login_type: str, username: Any, login: Any, *args: Any) -> Any:
+        server_name = self._api.server_name
+        try:
+            return await login(*args)
+        except _Refused as r:
+            user = qualified(r.user, server_name)
+            if r.error:
+                metrics.login_failed(login_type, r.reason)
+                logger.error("%s login refused for %s: %s (%s)", _name(login_type), user, r.reason, printable(r.detail))
+            else:
+                metrics.login_rejected(login_type, r.reason)
+                logger.info("%s login rejected for %s: %s", _name(login_type), user, printable(r.reason))
+            return None
+        except Exception:
+            # A bug or a database error: refuse this login, keep Synapse serving.
+            metrics.login_failed(login_type, "internal_error")
+            logger.exception(
+                "%s login refused for %s: internal_error (unexpected error)",
+                _name(login_type),
+                qualified(username, server_name),
+            )
+            return None
+
+    # -- oauth --------------------------------------------------------------------------------
+
+    async def _oauth_login(self, username: Any, login_dict: dict[str, Any]) -> Any:
+        oauth = self._oauth
+        assert oauth is not None
+        token = _token(username, login_dict)
+        server_name = self._api.server_name
+
+        with metrics.VERIFY_DURATION.time():
+            jwt = None
+            if oauth.checks_jwt:
+                assert self._keys is not None
+                jwt = await self._keys.decide(lambda: oauth.jwt_login(token), lambda: oauth.jwt_verify(token))
+                _raise_if_rejected(username, jwt)
+            introspected = None
+            request = oauth.introspection_request(token)
+            if request is not None:
+                answer = await outbound.send_request(self._api, self._yieldable, request)
+                answer.pop("cache_control", None)
+                introspected = oauth.introspected(**answer)
+                _raise_if_rejected(username, introspected)
+            verdict = oauth.decide(jwt, introspected, username, server_name)
+        _raise_if_rejected(username, verdict)
+
+        user_id = verdict["user_id"]
+        self._check_namespace(user_id)
+        canonical = await self._existing(user_id)
+        registered = False
+        if canonical is None:
+            if not verdict["may_register"]:
+                raise _Refused(user_id, "unknown_user")
+            await self._notify_registration(verdict)
+            canonical, registered = await self._register(verdict["localpart"], verdict["displayname"], verdict["email"])
+            if registered:
+                await self._api.record_user_external_id(verdict["issuer"], verdict["subject"], canonical)
+        if not registered:
+            await self._check_account(canonical)
+            if oauth.check_external_id:
+                await self._check_external_id(canonical, verdict["issuer"], verdict["subject"])
+
+        # As in the original, the admin claim counts at registration only; the display name on
+        # every login (a new account got it when it was created).
+        callback = claims.after_login(
+            self._api,
+            canonical,
+            True if registered and verdict["admin"] else None,
+            None if registered else verdict["displayname"],
+        )
+        self._accepted(OAUTH_LOGIN_TYPE, canonical, registered)
+        return canonical, callback
+
+    async def _notify_registration(self, verdict: dict[str, Any]) -> None:
+        oauth = self._oauth
+        assert oauth is not None
+        request = oauth.registration_notice(verdict["localpart"], verdict["user_id"], verdict["displayname"])
+        if request is None:
+            return
+        answer = await outbound.send_request(self._api, self._yieldable, request)
+        answer.pop("cache_control", None)
+        delivered, why = _native.OAuth.webhook_delivered(**answer)
+        if delivered:
+            return
+        if oauth.webhook_interrupts:
+            raise _Refused(verdict["user_id"], "registration_webhook_failed", why, error=True)
+        logger.warning(
+            "OAuth login of %s: the registration webhook failed (%s); registering anyway (interrupt_on_error is false)",
+            verdict["user_id"],
+            printable(why),
+        )
+
+    async def _check_external_id(self, user_id: str, issuer: str, subject: str) -> None:
+        """An account bound to external ids may only be logged into with one of them: another
+        provider account that claims the same localpart does not take it over."""
+        # ModuleApi has no reader for external ids; the store's is checked for at start-up
+        # (module.py) and tested against the pinned Synapse.
+        external_ids = await self._api._store.get_external_ids_by_user(user_id)
+        if external_ids and (issuer, subject) not in [tuple(e) for e in external_ids]:
+            raise _Refused(user_id, "external_id_mismatch")
+
+    # -- oidc ---------------------------------------------------------------------------------
+
+    async def _oidc_login(self, username: Any, login_dict: dict[str, Any]) -> Any:
+        oidc = self._oidc
+        assert oidc is not None
+        token = _token(username, login_dict)
+        with metrics.VERIFY_DURATION.time():
+            discovery = oidc.discovery_request()
+            if discovery is not None:
+                answer = await outbound.send_request(self._api, self._yieldable, discovery)
+                answer.pop("cache_control", None)
+                ok, why = oidc.discovered(**answer)
+                if not ok:
+                    logger.warning("OIDC discovery at %s failed: %s", discovery.url, printable(why))
+            request = oidc.introspection_request(token)
+            if request is None:
+                raise _Refused(username, "introspection_failed", "the introspection endpoint is not known", error=True)
+            answer = await outbound.send_request(self._api, self._yieldable, request)
+            answer.pop("cache_control", None)
+            verdict = oidc.decide(username, self._api.server_name, **answer)
+        _raise_if_rejected(username, verdict)
+
+        user_id = verdict["user_id"]
+        self._check_namespace(user_id)
+        canonical = await self._existing(user_id)
+        registered = False
+        if canonical is None:
+            if not verdict["may_register"]:
+                raise _Refused(user_id, "unknown_user")
+            canonical, registered = await self._register(verdict["localpart"], None, None)
+        if not registered:
+            await self._check_account(canonical)
+        self._accepted(OIDC_LOGIN_TYPE, canonical, registered)
+        return canonical, None
+
+    # -- accounts -----------------------------------------------------------------------------
+
+    def _check_namespace(self, user_id: str) -> None:
+        reason = self._reserved.namespace_reason(user_id)
+        if reason is not None:
+            raise _Refused(user_id, reason)
+
+    async def _check_account(self, user_id: str) -> None:
+        reason = await self._reserved.account_reason(user_id)
+        if reason is not None:
+            raise _Refused(user_id, reason)
+
+    async def _existing(self, user_id: str) -> str | None:
+        """The stored spelling of ``user_id``, or None. Liberal in what ModuleApi returns: a
+        ``True`` from an older Synapse or a test double means "exists as given"."""
+        exists = await self._api.check_user_exists(user_id)
+        if exists is True:
+            return user_id
+        if not exists:
+            return None
+        return str(exists)
+
+    async def _register(self, localpart: str, displayname: str | None, email: str | None) -> tuple[str, bool]:
+        """The new account's id and True, or the id a concurrent login registered and False."""
+        # Only the arguments that carry a value: older Synapses and test doubles take fewer.
+        extra: dict[str, Any] = {}
+        if displayname is not None:
+            extra["displayname"] = displayname
+        if email is not None:
+            extra["emails"] = [email]
+        user_id = f"@{localpart}:{self._api.server_name}"
+        try:
+            return await self._api.register_user(localpart, **extra), True
+        except SynapseError as e:
+            if e.errcode != "M_USER_IN_USE":
+                raise _Refused(user_id, "internal_error", f"registration failed: {e}", error=True) from None
+        # Another login registered the same user a moment ago: that is success, not failure.
+        canonical = await self._existing(user_id)
+        if canonical is None:
+            raise _Refused(user_id, "internal_error", "user in use but not found", error=True)
+        return canonical, False
+
+    def _accepted(self, login_type: str, user_id: str, registered: bool) -> None:
+        logger.info("%s login accepted for %s%s", _name(login_type), user_id, ", registered" if registered else "")
+        metrics.login_accepted(login_type)
+
+
+def _name(login_type: str) -> str:
+    return "OIDC" if login_type == OIDC_LOGIN_TYPE else "OAuth"
+
+
+def _token(username: Any, login_dict: dict[str, Any]) -> str:
+    if not isinstance(username, str) or len(username.encode("utf-8", "replace")) > 255:
+        raise _Refused(username, "invalid_user")
+    token = login_dict.get("token")
+    if not isinstance(token, str):
+        raise _Refused(username, "malformed_token")
+    if len(token) > _native.MAX_TOKEN_BYTES:
+        raise _Refused(username, "token_too_large")
+    if not _ACCESS_TOKEN.fullmatch(token):
+        raise _Refused(username, "malformed_token")
+    return token
+
+
+def _raise_if_rejected(username: Any, result: Any) -> None:
+    if isinstance(result, dict) and result.get("result") == "rejected":
+        reason = result["reason"]
+        raise _Refused(username, reason, result.get("detail") or "", error=reason == "introspection_failed")
