@@ -286,7 +286,7 @@ def _input_problem(username: Any, token: Any) -> str | None:
 class MetadataResource(resource.Resource):
     """A JSON document for clients, served as the original serves it (``/_famedly/login/…``)."""
 
-    isLeaf = True
+    isLeaf = True  # noqa: N815 (Twisted's name)
 
     def __init__(self, document: dict[str, Any]) -> None:
         super().__init__()

@@ -34,7 +34,7 @@ OIDC_LOGIN_TYPE = "com.famedly.login.token.oidc"
 _ACCESS_TOKEN = re.compile(r"[\x21-\x7e]+")
 
 
-class _Refused(Exception):
+class _RefusedError(Exception):
     """A login refused with a reason code; ``error`` marks an operator's problem (ERROR)."""
 
     def __init__(self, user: Any, reason: str, detail: str = "", *, error: bool = False) -> None:
@@ -78,7 +78,7 @@ class OAuthLogins:
         server_name = self._api.server_name
         try:
             return await login(*args)
-        except _Refused as r:
+        except _RefusedError as r:
             user = qualified(r.user, server_name)
             if r.error:
                 metrics.login_failed(login_type, r.reason)
@@ -127,7 +127,7 @@ class OAuthLogins:
         registered = False
         if canonical is None:
             if not verdict["may_register"]:
-                raise _Refused(user_id, "unknown_user")
+                raise _RefusedError(user_id, "unknown_user")
             await self._notify_registration(verdict)
             canonical, registered = await self._register(verdict["localpart"], verdict["displayname"], verdict["email"])
             if registered:
@@ -160,7 +160,7 @@ class OAuthLogins:
         if delivered:
             return
         if oauth.webhook_interrupts:
-            raise _Refused(verdict["user_id"], "registration_webhook_failed", why, error=True)
+            raise _RefusedError(verdict["user_id"], "registration_webhook_failed", why, error=True)
         logger.warning(
             "OAuth login of %s: the registration webhook failed (%s); registering anyway (interrupt_on_error is false)",
             verdict["user_id"],
@@ -174,7 +174,7 @@ class OAuthLogins:
         # (module.py) and tested against the pinned Synapse.
         external_ids = await self._api._store.get_external_ids_by_user(user_id)
         if external_ids and (issuer, subject) not in [tuple(e) for e in external_ids]:
-            raise _Refused(user_id, "external_id_mismatch")
+            raise _RefusedError(user_id, "external_id_mismatch")
 
     # -- oidc ---------------------------------------------------------------------------------
 
@@ -192,7 +192,7 @@ class OAuthLogins:
                     logger.warning("OIDC discovery at %s failed: %s", discovery.url, printable(why))
             request = oidc.introspection_request(token)
             if request is None:
-                raise _Refused(username, "introspection_failed", "the introspection endpoint is not known", error=True)
+                raise _RefusedError(username, "introspection_failed", "the introspection endpoint is not known", error=True)
             answer = await outbound.send_request(self._api, self._yieldable, request)
             answer.pop("cache_control", None)
             verdict = oidc.decide(username, self._api.server_name, **answer)
@@ -204,7 +204,7 @@ class OAuthLogins:
         registered = False
         if canonical is None:
             if not verdict["may_register"]:
-                raise _Refused(user_id, "unknown_user")
+                raise _RefusedError(user_id, "unknown_user")
             canonical, registered = await self._register(verdict["localpart"], None, None)
         if not registered:
             await self._check_account(canonical)
@@ -216,12 +216,12 @@ class OAuthLogins:
     def _check_namespace(self, user_id: str) -> None:
         reason = self._reserved.namespace_reason(user_id)
         if reason is not None:
-            raise _Refused(user_id, reason)
+            raise _RefusedError(user_id, reason)
 
     async def _check_account(self, user_id: str) -> None:
         reason = await self._reserved.account_reason(user_id)
         if reason is not None:
-            raise _Refused(user_id, reason)
+            raise _RefusedError(user_id, reason)
 
     async def _existing(self, user_id: str) -> str | None:
         """The stored spelling of ``user_id``, or None. Liberal in what ModuleApi returns: a
@@ -246,11 +246,11 @@ class OAuthLogins:
             return await self._api.register_user(localpart, **extra), True
         except SynapseError as e:
             if e.errcode != "M_USER_IN_USE":
-                raise _Refused(user_id, "internal_error", f"registration failed: {e}", error=True) from None
+                raise _RefusedError(user_id, "internal_error", f"registration failed: {e}", error=True) from None
         # Another login registered the same user a moment ago: that is success, not failure.
         canonical = await self._existing(user_id)
         if canonical is None:
-            raise _Refused(user_id, "internal_error", "user in use but not found", error=True)
+            raise _RefusedError(user_id, "internal_error", "user in use but not found", error=True)
         return canonical, False
 
     def _accepted(self, login_type: str, user_id: str, registered: bool) -> None:
@@ -264,18 +264,18 @@ def _name(login_type: str) -> str:
 
 def _token(username: Any, login_dict: dict[str, Any]) -> str:
     if not isinstance(username, str) or len(username.encode("utf-8", "replace")) > 255:
-        raise _Refused(username, "invalid_user")
+        raise _RefusedError(username, "invalid_user")
     token = login_dict.get("token")
     if not isinstance(token, str):
-        raise _Refused(username, "malformed_token")
+        raise _RefusedError(username, "malformed_token")
     if len(token) > _native.MAX_TOKEN_BYTES:
-        raise _Refused(username, "token_too_large")
+        raise _RefusedError(username, "token_too_large")
     if not _ACCESS_TOKEN.fullmatch(token):
-        raise _Refused(username, "malformed_token")
+        raise _RefusedError(username, "malformed_token")
     return token
 
 
 def _raise_if_rejected(username: Any, result: Any) -> None:
     if isinstance(result, dict) and result.get("result") == "rejected":
         reason = result["reason"]
-        raise _Refused(username, reason, result.get("detail") or "", error=reason == "introspection_failed")
+        raise _RefusedError(username, reason, result.get("detail") or "", error=reason == "introspection_failed")
