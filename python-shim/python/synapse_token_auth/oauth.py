@@ -192,7 +192,9 @@ class OAuthLogins:
                     logger.warning("OIDC discovery at %s failed: %s", discovery.url, printable(why))
             request = oidc.introspection_request(token)
             if request is None:
-                raise _RefusedError(username, "introspection_failed", "the introspection endpoint is not known", error=True)
+                raise _RefusedError(
+                    username, "introspection_failed", "the introspection endpoint is not known", error=True
+                )
             answer = await outbound.send_request(self._api, self._yieldable, request)
             answer.pop("cache_control", None)
             verdict = oidc.decide(username, self._api.server_name, **answer)
