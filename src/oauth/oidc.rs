@@ -169,7 +169,14 @@ impl Oidc {
         if !granted {
             return Err(RejectReason::MissingRole);
         }
-        if claims.get("iss").and_then(Value::as_str) != Some(self.issuer.as_str()) {
+        // The original's README asks for the issuer with a trailing slash; Zitadel's `iss` has
+        // none. Either spelling names the same issuer.
+        let issuer = self.issuer.trim_end_matches('/');
+        if claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .is_none_or(|iss| iss.trim_end_matches('/') != issuer)
+        {
             return Err(RejectReason::WrongIssuer);
         }
         if let Some(allowed) = &self.allowed_client_ids {
