@@ -133,6 +133,26 @@ pub struct Config {
 }
 
 impl Config {
+    /// A policy that accepts no token: for a daemon that serves only the `oauth` and `oidc`
+    /// login types. Every JWT login is refused (`algorithm_not_allowed`).
+    #[must_use]
+    pub fn no_jwt_login() -> Self {
+        Self {
+            keys: Vec::new(),
+            published: None,
+            require_expiry: true,
+            leeway_seconds: DEFAULT_LEEWAY_SECONDS,
+            issuer: None,
+            audiences: Vec::new(),
+            allow_registration: false,
+            subject_claim: "sub".into(),
+            displayname_claim: "displayname".into(),
+            admin_claim: "admin".into(),
+            update_displayname_on_login: true,
+            single_use_tokens: false,
+        }
+    }
+
     /// The effective policy as a JSON object, in the configuration's own key names, with the
     /// secret replaced by its length. What `check-config` prints.
     #[must_use]

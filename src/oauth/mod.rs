@@ -77,7 +77,7 @@ struct Webhook {
 }
 
 /// An accepted `oauth` login: who, and what to apply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OAuthVerdict {
     /// `@localpart:server_name`, lowercase.
     pub user_id: String,
@@ -194,6 +194,12 @@ impl OAuth {
                 .endpoint
                 .post("application/json", body.to_string().into_bytes()),
         )
+    }
+
+    /// Whether a registration webhook is configured.
+    #[must_use]
+    pub fn notifies_on_registration(&self) -> bool {
+        self.notify.is_some()
     }
 
     /// Whether a failed webhook call refuses the login (`interrupt_on_error`, default true).

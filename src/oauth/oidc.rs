@@ -57,8 +57,24 @@ pub struct Oidc {
     discovered: Mutex<Option<(Url, u64)>>,
 }
 
+impl Clone for Oidc {
+    fn clone(&self) -> Self {
+        Self {
+            issuer: self.issuer.clone(),
+            discovery: self.discovery.clone(),
+            auth: self.auth.clone(),
+            timeout_seconds: self.timeout_seconds,
+            project_id: self.project_id.clone(),
+            organization_id: self.organization_id.clone(),
+            allowed_client_ids: self.allowed_client_ids.clone(),
+            allow_registration: self.allow_registration,
+            discovered: Mutex::new(self.lock().clone()),
+        }
+    }
+}
+
 /// An accepted `oidc` login.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OidcVerdict {
     pub user_id: String,
     pub localpart: String,
