@@ -222,6 +222,16 @@ impl Oidc {
         })
     }
 
+    /// The effective configuration, without the client secret.
+    #[must_use]
+    pub fn redacted(&self) -> Value {
+        let mut out = self.metadata();
+        out["auth"] = self.auth.redacted();
+        out["allowed_client_ids"] = serde_json::json!(self.allowed_client_ids);
+        out["allow_registration"] = self.allow_registration.into();
+        out
+    }
+
     /// The metadata resource at `/_famedly/login/com.famedly.login.token.oidc`, as the original
     /// serves it.
     #[must_use]
