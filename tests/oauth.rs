@@ -564,3 +564,30 @@ fn oidc_checks_roles_issuer_client_and_localpart() {
             .any(|p| p.key == "oidc.client_secret")
     );
 }
+
+#[test]
+fn single_use_jwts_carry_a_replay_key() {
+    let o = oauth(jwt_config(
+        json!({"single_use_tokens": true, "require_expiry": true}),
+    ));
+    let mut claims = base_claims();
+    claims["jti"] = json!("token-1");
+    let checked = check_jwt(&o, &rs256(&claims)).expect("verifies");
+    let v = o
+        .decide(Some(&checked), None, "alice", SERVER)
+        .expect("accepted");
+    assert_eq!(v.replay_key.as_deref(), Some("jti:token-1"));
+    assert_eq!(v.replay_until, Some(NOW + 60 + 60));
+    // Off by default; and it needs `exp`.
+    let o = oauth(jwt_config(json!({})));
+    let checked = check_jwt(&o, &rs256(&claims)).expect("verifies");
+    assert_eq!(
+        o.decide(Some(&checked), None, "alice", SERVER)
+            .map(|v| v.replay_key),
+        Ok(None)
+    );
+    assert_eq!(
+        problems(jwt_config(json!({"single_use_tokens": true}))),
+        ["oauth.jwt_validation.single_use_tokens"]
+    );
+}

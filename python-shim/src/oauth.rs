@@ -152,6 +152,14 @@ impl PyOAuth {
             .is_some_and(|v| v.remote_keys().is_some())
     }
 
+    /// `jwt_validation.single_use_tokens`.
+    #[getter]
+    fn single_use_tokens(&self) -> bool {
+        self.inner
+            .jwt_verifier()
+            .is_some_and(|v| v.config().single_use_tokens)
+    }
+
     #[getter]
     fn introspects(&self) -> bool {
         self.inner.introspects()
@@ -165,6 +173,11 @@ impl PyOAuth {
     #[getter]
     fn check_external_id(&self) -> bool {
         self.inner.check_external_id
+    }
+
+    #[getter]
+    fn notifies_on_registration(&self) -> bool {
+        self.inner.notifies_on_registration()
     }
 
     #[getter]
@@ -310,6 +323,8 @@ impl PyOAuth {
             issuer: String::new(),
             subject: String::new(),
             may_register: true,
+            replay_key: None,
+            replay_until: None,
         };
         request(self.inner.registration_notice(&verdict))
     }
@@ -371,6 +386,8 @@ fn verdict<'py>(py: Python<'py>, v: &OAuthVerdict) -> PyResult<Bound<'py, PyDict
     out.set_item("issuer", &v.issuer)?;
     out.set_item("subject", &v.subject)?;
     out.set_item("may_register", v.may_register)?;
+    out.set_item("replay_key", &v.replay_key)?;
+    out.set_item("replay_until", v.replay_until)?;
     Ok(out)
 }
 

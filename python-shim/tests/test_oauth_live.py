@@ -15,7 +15,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from homeserver import Homeserver, wait_until
+from homeserver import Daemon, Homeserver, wait_until
 from idp import RESOURCE_SERVER, IdP, new_key
 
 OAUTH = "com.famedly.login.token.oauth"
@@ -61,10 +61,30 @@ class Webhook:
         self.server.shutdown()
 
 
+def toml_value(value) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def toml(tables: dict) -> str:
+    return "".join(
+        f"[{name}]\n" + "".join(f"{json.dumps(k)} = {toml_value(v)}\n" for k, v in table.items())
+        for name, table in tables.items()
+    )
+
+
 class Setup:
-    def __init__(self, directory) -> None:
+    """A provider, a webhook receiver and a Synapse; in daemon mode the daemon between them holds
+    the `oauth` and `oidc` sections and their secrets (from files), and homeserver.yaml names
+    only the daemon."""
+
+    def __init__(self, mode: str, directory) -> None:
         self.idp = IdP([new_key("RS256", "rsa-1")], users=USERS)
         self.hook = Webhook()
+        self.daemon = None
         issuer = self.idp.issuer
         self.config = {
             "oauth": {
@@ -93,11 +113,34 @@ class Setup:
                 "allow_registration": True,
             },
         }
-        self.hs = Homeserver(directory, self.config)
+        module_config = self.config
+        if mode == "daemon":
+            secrets = directory / "secrets"
+            secrets.mkdir()
+            (secrets / "introspection").write_text(RESOURCE_SERVER[1] + "\n")
+            (secrets / "webhook").write_text("hook-secret\n")
+            oauth = self.config["oauth"]
+            oauth["introspection_validation"]["auth"] = {
+                "type": "basic",
+                "username": RESOURCE_SERVER[0],
+                "password_file": str(secrets / "introspection"),
+            }
+            oauth["notify_on_registration"]["auth"] = {"type": "bearer", "token_file": str(secrets / "webhook")}
+            oidc = dict(self.config["oidc"])
+            del oidc["client_secret"]
+            oidc["client_secret_file"] = str(secrets / "introspection")
+            self.daemon = Daemon(directory, toml({"oauth": oauth, "oidc": oidc}))
+            self.daemon.start()
+            module_config = {
+                "verifier": {"socket": str(self.daemon.socket), "login_types": [OAUTH, OIDC], "timeout_seconds": 10}
+            }
+        self.hs = Homeserver(directory, module_config)
         self.hs.start()
 
     def close(self) -> None:
         self.hs.stop()
+        if self.daemon:
+            self.daemon.stop()
         self.idp.stop()
         self.hook.stop()
 
@@ -122,9 +165,9 @@ class Setup:
             return connection.execute(query, args).fetchall()
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    s = Setup(tmp_path_factory.mktemp("oauth"))
+@pytest.fixture(scope="module", params=["embedded", "daemon"])
+def setup(request, tmp_path_factory):
+    s = Setup(request.param, tmp_path_factory.mktemp(request.param))
     yield s
     s.close()
 
@@ -157,6 +200,21 @@ def test_introspected_token_registers_after_the_webhook_and_binds_email_and_exte
     assert status == 200
     assert len(setup.hook.calls) == 1
     assert "OAuth login accepted for @alice:test.local, registered" in setup.hs.log_text()
+    if setup.daemon is not None:
+        # The daemon holds the sections and their secrets; homeserver.yaml names only the daemon.
+        text = setup.hs.config.read_text()
+        assert RESOURCE_SERVER[1] not in text and "hook-secret" not in text and "oauth-meta" not in text
+
+
+def test_an_introspection_login_costs_one_round_trip(setup):
+    tokens = [opaque(setup, "alice") for _ in range(3)]
+    before = setup.idp.requests("/token/introspection")
+    for tok in tokens:
+        assert setup.login(OAUTH, "alice", tok)[0] == 200
+    assert setup.idp.requests("/token/introspection") - before == 3
+    # Nothing is cached: a revoked token is refused at once.
+    setup.idp.revoke(tokens[0])
+    setup.refused(OAUTH, "alice", tokens[0], "token_inactive")
 
 
 def test_another_provider_account_cannot_take_over_a_bound_account(setup):
@@ -247,6 +305,7 @@ def test_jwt_validation_against_the_jwks_endpoint(tmp_path):
                 "required_scopes": ["matrix:login"],
                 "validator": ["in", "aud", ["equal", "matrix"]],
                 "require_expiry": True,
+                "single_use_tokens": True,
             },
             "username_type": "user_id",
             "registration_enabled": True,
@@ -265,8 +324,18 @@ def test_jwt_validation_against_the_jwks_endpoint(tmp_path):
 
         status, body = login("frank", idp.user_token("frank", "urn:matrix:jwt:ES256"))
         assert (status, body.get("user_id")) == (200, "@frank:test.local"), body
+        # The key set was fetched once, for the first login; later logins use the cache.
+        fetched = idp.requests("/jwks")
+        for _ in range(3):
+            assert login("frank", idp.user_token("frank", "urn:matrix:jwt:ES256"))[0] == 200
+        assert idp.requests("/jwks") == fetched == 1
         status, _ = login("@frank:test.local", idp.user_token("frank", "urn:matrix:jwt:ES256"))
         assert status == 200
+        # Single use: a token logs in once.
+        tok = idp.user_token("frank", "urn:matrix:jwt:ES256")
+        assert login("frank", tok)[0] == 200
+        assert login("frank", tok)[0] == 403
+        assert "OAuth login rejected for @frank:test.local: token_replayed" in hs.log_text()
         # Another audience fails the validator; another user's token names grace.
         status, _ = login("frank", idp.user_token("frank", "urn:matrix:jwt:ES256:aud=elsewhere"))
         assert status == 403

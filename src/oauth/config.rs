@@ -42,6 +42,7 @@ const JWT_KEYS: &[&str] = &[
     "issuer",
     "audiences",
     "leeway_seconds",
+    "single_use_tokens",
 ];
 const INTROSPECTION_KEYS: &[&str] = &["endpoint", "auth", "timeout_seconds"];
 const WEBHOOK_KEYS: &[&str] = &["url", "auth", "interrupt_on_error", "timeout_seconds"];
@@ -265,6 +266,14 @@ fn parse_jwt(r: &mut Reader<'_>) -> Option<JwtValidation> {
     }
     let issuer = r.non_empty_string("issuer");
     let audiences = r.strings("audiences").unwrap_or_default();
+    let single_use_tokens = r.bool("single_use_tokens").unwrap_or(false);
+    if single_use_tokens && !require_expiry {
+        // A used token is remembered until its `exp`: without one it would be kept forever.
+        r.problem(
+            "single_use_tokens",
+            "requires `require_expiry: true` (a used token is remembered until its `exp`)",
+        );
+    }
     let (keys, published) = parse_jwt_keys(r)?;
     let config = Config {
         keys,
@@ -278,7 +287,7 @@ fn parse_jwt(r: &mut Reader<'_>) -> Option<JwtValidation> {
         displayname_claim: "displayname".into(),
         admin_claim: "admin".into(),
         update_displayname_on_login: true,
-        single_use_tokens: false,
+        single_use_tokens,
     };
     Some(JwtValidation {
         verifier: Verifier::new(config),

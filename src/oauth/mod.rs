@@ -93,11 +93,19 @@ pub struct OAuthVerdict {
     pub subject: String,
     /// `registration_enabled`.
     pub may_register: bool,
+    /// With `jwt_validation.single_use_tokens`: the JWT's replay key, for the store (see
+    /// [`crate::Verdict::replay_key`]).
+    #[serde(default)]
+    pub replay_key: Option<String>,
+    /// … and until when to remember it.
+    #[serde(default)]
+    pub replay_until: Option<u64>,
 }
 
-/// A checked claim set of one source, ready for [`OAuth::decide`].
+/// A checked claim set of one source, ready for [`OAuth::decide`]; a JWT's with its replay key
+/// when single use is on.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Checked(Value);
+pub struct Checked(Value, Option<(String, u64)>);
 
 impl Checked {
     /// The claims, for logs and tests.
@@ -126,7 +134,7 @@ impl OAuth {
         let jwt = self.jwt.as_ref().ok_or(RejectReason::ClaimsRejected)?;
         let claims = Value::Object(signed.claims);
         jwt.claims.check(&claims)?;
-        Ok(Checked(claims))
+        Ok(Checked(claims, signed.replay))
     }
 
     /// The introspection request for `token`: a form POST of `token` with the configured
@@ -157,7 +165,7 @@ impl OAuth {
             .claims
             .check(&claims)
             .map_err(|reason| (reason, String::new()))?;
-        Ok(Checked(claims))
+        Ok(Checked(claims, None))
     }
 
     /// Names the user from the checked claim sets (see `naming.rs`): `jwt` is given when
@@ -176,7 +184,14 @@ impl OAuth {
                 introspection,
             )?,
         };
-        self.name_user(&sources, identifier_user, server_name)
+        let (replay_key, replay_until) = jwt
+            .and_then(|j| j.1.clone())
+            .map_or((None, None), |(key, until)| (Some(key), Some(until)));
+        Ok(OAuthVerdict {
+            replay_key,
+            replay_until,
+            ..self.name_user(&sources, identifier_user, server_name)?
+        })
     }
 
     /// The webhook call before a registration (`notify_on_registration`): a JSON POST of

@@ -114,6 +114,8 @@ impl OAuth {
             issuer,
             subject,
             may_register: self.registration_enabled,
+            replay_key: None,
+            replay_until: None,
         })
     }
 }

@@ -232,5 +232,7 @@ fn placeholder() -> OAuthVerdict {
         issuer: String::new(),
         subject: String::new(),
         may_register: true,
+        replay_key: None,
+        replay_until: None,
     }
 }

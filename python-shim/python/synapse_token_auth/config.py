@@ -16,6 +16,10 @@ from urllib.parse import urlsplit
 
 from synapse_token_auth import _native
 
+JWT_LOGIN_TYPE = "com.famedly.login.token"
+#: Every login type the module serves.
+LOGIN_TYPES = (JWT_LOGIN_TYPE, "com.famedly.login.token.oauth", "com.famedly.login.token.oidc")
+
 #: Default time to wait for the daemon, in seconds.
 DEFAULT_DAEMON_TIMEOUT = 5.0
 #: Longest accepted wait; a login should never hang for minutes.
@@ -47,6 +51,8 @@ class DaemonEndpoint:
     ca_certificates: tuple[bytes, ...] = ()
     #: Sent as ``Authorization: Bearer``; kept out of reprs.
     client_token: str | None = field(default=None, repr=False)
+    #: The login types the daemon verifies for this module (`login_types`).
+    login_types: tuple[str, ...] = (JWT_LOGIN_TYPE,)
 
 
 @dataclass(frozen=True)
@@ -82,7 +88,8 @@ def parse(config: Any) -> ModuleConfig:
     oidc = _parse_section(_native.Oidc, sections.get("oidc"))
     if "verifier" in config:
         # JWT login through the daemon; `oauth` and `oidc` logins still run in this process.
-        return ModuleConfig(verifier=None, daemon=_parse_daemon(config), oauth=oauth, oidc=oidc)
+        in_process = tuple(name for name, section in (("oauth", oauth), ("oidc", oidc)) if section is not None)
+        return ModuleConfig(verifier=None, daemon=_parse_daemon(config, in_process), oauth=oauth, oidc=oidc)
     if (oauth is not None or oidc is not None) and not any(v is not None for v in config.values()):
         # Only the other login types (a `jwt:` left empty counts as absent, as in the original).
         return ModuleConfig(verifier=None, daemon=None, oauth=oauth, oidc=oidc)
@@ -110,13 +117,15 @@ def _parse_section(kind: Any, section: Any) -> Any:
         raise _config_error(str(e)) from None
 
 
-_DAEMON_KEYS = ("socket", "url", "timeout_seconds", "ca_file", "client_token_file")
+_DAEMON_KEYS = ("socket", "url", "timeout_seconds", "ca_file", "client_token_file", "login_types")
 _PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL)
 # What a Bearer credential may hold without quoting (RFC 6750 b64token is a subset).
 _CLIENT_TOKEN = re.compile(r"[\x21-\x7e]+")
 
 
-def _parse_daemon(config: dict[str, Any]) -> DaemonEndpoint:
+def _parse_daemon(config: dict[str, Any], in_process: tuple[str, ...] = ()) -> DaemonEndpoint:
+    """The `verifier` section; `in_process` names the sections (`oauth`, `oidc`) this process
+    verifies itself."""
     problems = []
     others = sorted(k for k in config if k != "verifier")
     if others:
@@ -174,12 +183,29 @@ def _parse_daemon(config: dict[str, Any]) -> DaemonEndpoint:
         if problem:
             problems.append(f"`verifier.client_token_file`: {problem}")
 
+    login_types = section.get("login_types", [JWT_LOGIN_TYPE])
+    if (
+        not isinstance(login_types, list)
+        or not login_types
+        or not all(t in LOGIN_TYPES for t in login_types)
+        or len(set(login_types)) != len(login_types)
+    ):
+        problems.append(f"`verifier.login_types`: expected a list of login types out of {', '.join(LOGIN_TYPES)}")
+        login_types = [JWT_LOGIN_TYPE]
+    for name, login_type in (("oauth", LOGIN_TYPES[1]), ("oidc", LOGIN_TYPES[2])):
+        if login_type in login_types and name in in_process:
+            problems.append(
+                f"`{name}`: the daemon verifies {login_type} (`verifier.login_types`); its section "
+                "belongs in the daemon's config.toml, remove it here"
+            )
+
     if problems:
         raise _config_error(
             "invalid configuration in the `config` of the synapse_token_auth module in "
             "homeserver.yaml: " + "; ".join(problems)
         )
     return DaemonEndpoint(
+        login_types=tuple(login_types),
         socket=socket,
         url=url.rstrip("/") if url else None,
         timeout=float(timeout),

@@ -78,10 +78,11 @@ class DaemonClient:
         # For the retry: a connection of its own, never one from the pool.
         self._fresh_agent = self._make_agent(persistent=False)
         if endpoint.socket is not None:
-            self._url = b"http://verifier/v1/verify"
+            self._base = b"http://verifier"
         else:
             assert endpoint.url is not None
-            self._url = (endpoint.url + "/v1/verify").encode("ascii")
+            self._base = endpoint.url.encode("ascii")
+        self._url = self._base + b"/v1/verify"
         self.description = endpoint.socket or endpoint.url or ""
         # Synapse's log contexts need foreign Deferreds wrapped; identity outside Synapse.
         self._yieldable = make_deferred_yieldable or (lambda d: d)
@@ -117,8 +118,34 @@ class DaemonClient:
             raise DaemonUnavailableError("daemon_unavailable", f"{type(e).__name__}: {e}") from None
         return _parse_answer(status, payload)
 
-    def _post(self, agent: Agent, body: bytes) -> defer.Deferred:
-        d = agent.request(b"POST", self._url, self._headers, _BytesProducer(body))
+    async def call(self, path: str, body: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
+        """POSTs ``body`` (GETs without one) to the daemon's ``path``: the status and the JSON
+        object answered. Raises DaemonUnavailableError without one (as ``verify`` does)."""
+        data = json.dumps(body).encode() if body is not None else None
+        try:
+            status, payload = await self._yieldable(self._post(self._agent, data, path.encode("ascii")))
+        except DaemonUnavailableError:
+            raise
+        except Exception as e:
+            raise DaemonUnavailableError("daemon_unavailable", f"{type(e).__name__}: {e}") from None
+        if status == 401:
+            raise DaemonUnavailableError(
+                "daemon_error", "HTTP 401: the daemon refused the client credential (`verifier.client_token_file`)"
+            )
+        try:
+            answer = json.loads(payload)
+        except ValueError:
+            raise DaemonUnavailableError("daemon_error", f"HTTP {status} with a body that is not JSON") from None
+        if not isinstance(answer, dict):
+            raise DaemonUnavailableError("daemon_error", f"HTTP {status} with an unexpected body")
+        return status, answer
+
+    def _post(self, agent: Agent, body: bytes | None, path: bytes | None = None) -> defer.Deferred:
+        url = self._base + path if path is not None else self._url
+        if body is None:
+            d = agent.request(b"GET", url, self._headers)
+        else:
+            d = agent.request(b"POST", url, self._headers, _BytesProducer(body))
 
         def read(response: Any) -> defer.Deferred:
             body = _BoundedBody()

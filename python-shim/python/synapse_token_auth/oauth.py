@@ -20,8 +20,10 @@ from synapse.module_api import ModuleApi
 from synapse.module_api.errors import SynapseError
 
 from synapse_token_auth import _native, claims, metrics, outbound
+from synapse_token_auth.daemon_client import DaemonUnavailableError
 from synapse_token_auth.logtext import printable, qualified
 from synapse_token_auth.published import KeyFetcher
+from synapse_token_auth.replay import ReplayStoreUnavailableError, UsedTokens
 from synapse_token_auth.reserved import ReservedAccounts
 
 logger = logging.getLogger(__name__)
@@ -52,17 +54,16 @@ class OAuthLogins:
     def __init__(
         self,
         api: ModuleApi,
-        yieldable: Any,
         reserved: ReservedAccounts,
-        oauth: _native.OAuth | None,
-        oidc: _native.Oidc | None,
+        oauth: InProcess | ViaDaemon | None,
+        oidc: InProcess | ViaDaemon | None,
+        used_tokens: UsedTokens | None = None,
     ) -> None:
         self._api = api
-        self._yieldable = yieldable
         self._reserved = reserved
+        self._used_tokens = used_tokens
         self._oauth = oauth
         self._oidc = oidc
-        self._keys = KeyFetcher(oauth, api, yieldable) if oauth is not None and oauth.checks_jwt else None
 
     async def check_oauth(self, username: str, login_type: str, login_dict: dict[str, Any]) -> Any:
         if login_type != OAUTH_LOGIN_TYPE or self._oauth is None:
@@ -100,26 +101,12 @@ class OAuthLogins:
     # -- oauth --------------------------------------------------------------------------------
 
     async def _oauth_login(self, username: Any, login_dict: dict[str, Any]) -> Any:
-        oauth = self._oauth
-        assert oauth is not None
         token = _token(username, login_dict)
-        server_name = self._api.server_name
-
         with metrics.VERIFY_DURATION.time():
-            jwt = None
-            if oauth.checks_jwt:
-                assert self._keys is not None
-                jwt = await self._keys.decide(lambda: oauth.jwt_login(token), lambda: oauth.jwt_verify(token))
-                _raise_if_rejected(username, jwt)
-            introspected = None
-            request = oauth.introspection_request(token)
-            if request is not None:
-                answer = await outbound.send_request(self._api, self._yieldable, request)
-                answer.pop("cache_control", None)
-                introspected = oauth.introspected(**answer)
-                _raise_if_rejected(username, introspected)
-            verdict = oauth.decide(jwt, introspected, username, server_name)
+            assert self._oauth is not None
+            verdict = await self._oauth.oauth(token, username)
         _raise_if_rejected(username, verdict)
+        await self._record_use(verdict)
 
         user_id = verdict["user_id"]
         self._check_namespace(user_id)
@@ -134,7 +121,7 @@ class OAuthLogins:
                 await self._api.record_user_external_id(verdict["issuer"], verdict["subject"], canonical)
         if not registered:
             await self._check_account(canonical)
-            if oauth.check_external_id:
+            if verdict["check_external_id"]:
                 await self._check_external_id(canonical, verdict["issuer"], verdict["subject"])
 
         # As in the original, the admin claim counts at registration only; the display name on
@@ -149,17 +136,13 @@ class OAuthLogins:
         return canonical, callback
 
     async def _notify_registration(self, verdict: dict[str, Any]) -> None:
-        oauth = self._oauth
-        assert oauth is not None
-        request = oauth.registration_notice(verdict["localpart"], verdict["user_id"], verdict["displayname"])
-        if request is None:
+        if not verdict["notify_on_registration"]:
             return
-        answer = await outbound.send_request(self._api, self._yieldable, request)
-        answer.pop("cache_control", None)
-        delivered, why = _native.OAuth.webhook_delivered(**answer)
+        assert self._oauth is not None
+        delivered, interrupt, why = await self._oauth.notify(verdict)
         if delivered:
             return
-        if oauth.webhook_interrupts:
+        if interrupt:
             raise _RefusedError(verdict["user_id"], "registration_webhook_failed", why, error=True)
         logger.warning(
             "OAuth login of %s: the registration webhook failed (%s); registering anyway (interrupt_on_error is false)",
@@ -176,28 +159,28 @@ class OAuthLogins:
         if external_ids and (issuer, subject) not in [tuple(e) for e in external_ids]:
             raise _RefusedError(user_id, "external_id_mismatch")
 
+    async def _record_use(self, verdict: dict[str, Any]) -> None:
+        """A single-use JWT (`jwt_validation.single_use_tokens`) logs in once, on any process:
+        recorded before the account checks, as for JWT login (module.py says why)."""
+        key, until = verdict.get("replay_key"), verdict.get("replay_until")
+        if key is None or until is None:
+            return
+        if self._used_tokens is None:
+            raise _RefusedError(verdict["user_id"], "internal_error", "a replay key but no store for it", error=True)
+        try:
+            first_use = await self._used_tokens.record(key, verdict["user_id"], until)
+        except ReplayStoreUnavailableError as e:
+            raise _RefusedError(verdict["user_id"], "replay_store_unavailable", str(e), error=True) from None
+        if not first_use:
+            raise _RefusedError(verdict["user_id"], "token_replayed")
+
     # -- oidc ---------------------------------------------------------------------------------
 
     async def _oidc_login(self, username: Any, login_dict: dict[str, Any]) -> Any:
-        oidc = self._oidc
-        assert oidc is not None
         token = _token(username, login_dict)
         with metrics.VERIFY_DURATION.time():
-            discovery = oidc.discovery_request()
-            if discovery is not None:
-                answer = await outbound.send_request(self._api, self._yieldable, discovery)
-                answer.pop("cache_control", None)
-                ok, why = oidc.discovered(**answer)
-                if not ok:
-                    logger.warning("OIDC discovery at %s failed: %s", discovery.url, printable(why))
-            request = oidc.introspection_request(token)
-            if request is None:
-                raise _RefusedError(
-                    username, "introspection_failed", "the introspection endpoint is not known", error=True
-                )
-            answer = await outbound.send_request(self._api, self._yieldable, request)
-            answer.pop("cache_control", None)
-            verdict = oidc.decide(username, self._api.server_name, **answer)
+            assert self._oidc is not None
+            verdict = await self._oidc.oidc(token, username)
         _raise_if_rejected(username, verdict)
 
         user_id = verdict["user_id"]
@@ -281,3 +264,142 @@ def _raise_if_rejected(username: Any, result: Any) -> None:
     if isinstance(result, dict) and result.get("result") == "rejected":
         reason = result["reason"]
         raise _RefusedError(username, reason, result.get("detail") or "", error=reason == "introspection_failed")
+
+
+class InProcess:
+    """Verdicts from the Rust core in this process; its requests go through Synapse's HTTP
+    client."""
+
+    def __init__(self, api: ModuleApi, yieldable: Any, oauth: _native.OAuth | None, oidc: _native.Oidc | None) -> None:
+        self._api = api
+        self._yieldable = yieldable
+        self._oauth = oauth
+        self._oidc = oidc
+        self._keys = KeyFetcher(oauth, api, yieldable) if oauth is not None and oauth.checks_jwt else None
+
+    async def oauth(self, token: str, username: str) -> dict[str, Any]:
+        oauth = self._oauth
+        assert oauth is not None
+        jwt = None
+        if self._keys is not None:
+            jwt = await self._keys.decide(lambda: oauth.jwt_login(token), lambda: oauth.jwt_verify(token))
+            if isinstance(jwt, dict):
+                return jwt
+        introspected = None
+        request = oauth.introspection_request(token)
+        if request is not None:
+            answer = await self._send(request)
+            introspected = oauth.introspected(**answer)
+            if isinstance(introspected, dict):
+                return introspected
+        verdict = oauth.decide(jwt, introspected, username, self._api.server_name)
+        if verdict["result"] == "accepted":
+            verdict["check_external_id"] = oauth.check_external_id
+            verdict["notify_on_registration"] = oauth.notifies_on_registration
+        return verdict
+
+    async def notify(self, verdict: dict[str, Any]) -> tuple[bool, bool, str]:
+        oauth = self._oauth
+        assert oauth is not None
+        request = oauth.registration_notice(verdict["localpart"], verdict["user_id"], verdict["displayname"])
+        if request is None:
+            return True, False, ""
+        delivered, why = _native.OAuth.webhook_delivered(**await self._send(request))
+        return delivered, oauth.webhook_interrupts, why
+
+    async def oidc(self, token: str, username: str) -> dict[str, Any]:
+        oidc = self._oidc
+        assert oidc is not None
+        discovery = oidc.discovery_request()
+        if discovery is not None:
+            ok, why = oidc.discovered(**await self._send(discovery))
+            if not ok:
+                logger.warning("OIDC discovery at %s failed: %s", discovery.url, printable(why))
+        request = oidc.introspection_request(token)
+        if request is None:
+            return {
+                "result": "rejected",
+                "reason": "introspection_failed",
+                "detail": "the introspection endpoint is not known",
+            }
+        return oidc.decide(username, self._api.server_name, **await self._send(request))
+
+    async def _send(self, request: Any) -> dict[str, Any]:
+        answer = await outbound.send_request(self._api, self._yieldable, request)
+        answer.pop("cache_control", None)
+        return answer
+
+
+class ViaDaemon:
+    """Verdicts from the verifier daemon, which holds the secrets and makes the requests. What it
+    answers is checked for shape, so that a peer that is not the daemon logs nobody in."""
+
+    def __init__(self, client: Any, server_name: str) -> None:
+        self._client = client
+        self._server_name = server_name
+
+    async def oauth(self, token: str, username: str) -> dict[str, Any]:
+        answer = await self._call(
+            "/v1/oauth/verify", {"token": token, "user": username, "server_name": self._server_name}
+        )
+        if answer["result"] == "accepted":
+            _check_shape(
+                answer,
+                self._server_name,
+                {
+                    "displayname": (str, type(None)),
+                    "admin": (bool, type(None)),
+                    "email": (str, type(None)),
+                    "issuer": (str,),
+                    "subject": (str,),
+                    "may_register": (bool,),
+                    "check_external_id": (bool,),
+                    "notify_on_registration": (bool,),
+                    "replay_key": (str, type(None)),
+                    "replay_until": (int, type(None)),
+                },
+            )
+        return answer
+
+    async def notify(self, verdict: dict[str, Any]) -> tuple[bool, bool, str]:
+        body = {"localpart": verdict["localpart"], "user_id": verdict["user_id"], "displayname": verdict["displayname"]}
+        status, answer = await self._client.call("/v1/oauth/registration", body)
+        if status != 200 or not all(
+            isinstance(answer.get(k), t) for k, t in (("delivered", bool), ("interrupt", bool), ("detail", str))
+        ):
+            raise _RefusedError(verdict["user_id"], "daemon_error", f"HTTP {status}: not a webhook answer", error=True)
+        return answer["delivered"], answer["interrupt"], answer["detail"]
+
+    async def oidc(self, token: str, username: str) -> dict[str, Any]:
+        answer = await self._call(
+            "/v1/oidc/verify", {"token": token, "user": username, "server_name": self._server_name}
+        )
+        if answer["result"] == "accepted":
+            _check_shape(answer, self._server_name, {"may_register": (bool,)})
+        return answer
+
+    async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            status, answer = await self._client.call(path, body)
+        except DaemonUnavailableError as e:
+            raise _RefusedError(body.get("user"), e.reason, str(e), error=True) from None
+        if status == 200:
+            return {**answer, "result": "accepted"}
+        if status == 403 and isinstance(answer.get("reason"), str):
+            return {"result": "rejected", "reason": answer["reason"], "detail": ""}
+        raise _RefusedError(body.get("user"), "daemon_error", f"HTTP {status} from {path}", error=True)
+
+
+def _check_shape(answer: dict[str, Any], server_name: str, types: dict[str, tuple[type, ...]]) -> None:
+    """A verdict names a valid local user and has the documented types, or the login fails."""
+    localpart = answer.get("localpart")
+    user_id = answer.get("user_id")
+    ok = (
+        isinstance(localpart, str)
+        and isinstance(user_id, str)
+        and _native.localpart(localpart, server_name) == localpart
+        and user_id == f"@{localpart}:{server_name}"
+        and all(isinstance(answer.get(key), allowed) for key, allowed in types.items())
+    )
+    if not ok:
+        raise _RefusedError(user_id if isinstance(user_id, str) else None, "daemon_error", "not a verdict", error=True)
