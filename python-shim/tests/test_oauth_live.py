@@ -7,11 +7,13 @@ Zitadel's project roles claim)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import sqlite3
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -347,3 +349,89 @@ def test_jwt_validation_against_the_jwks_endpoint(tmp_path):
     finally:
         hs.stop()
         idp.stop()
+
+
+class JwtIntrospection:
+    """An introspection endpoint for JWT access tokens. oidc-provider does not introspect its JWT
+    access tokens (400 unsupported_token_type, see shared notes), while Keycloak and others do;
+    this stand-in answers as they do: `active` and the token's own claims, for a client with the
+    right credentials. `override` changes what it says, to make it disagree with the JWT."""
+
+    def __init__(self) -> None:
+        self.override: dict = {}
+        self.calls = 0
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                stand_in.calls += 1
+                form = urllib.parse.parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
+                expected = "Basic " + base64.b64encode(b"matrix-rs:rs-secret").decode()
+                if self.headers.get("Authorization") != expected:
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                payload = form["token"][0].split(".")[1]
+                claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+                body = json.dumps({"active": True, **claims, **stand_in.override}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/introspect"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_jwt_and_introspection_together(tmp_path):
+    idp = IdP([new_key("RS256", "rsa-1")], users={"heidi": {"name": "Heidi"}})
+    introspection = JwtIntrospection()
+    config = {
+        "oauth": {
+            "jwt_validation": {
+                "jwks_endpoint": idp.meta["jwks_uri"],
+                "localpart_path": "sub",
+                "displayname_path": "name",
+            },
+            "introspection_validation": {
+                "endpoint": introspection.url,
+                "auth": ["basic", "matrix-rs", "rs-secret"],
+                "localpart_path": "sub",
+                "displayname_path": "name",
+                "required_scopes": "matrix:login",
+            },
+            "username_type": "fq_uid",
+            "registration_enabled": True,
+        }
+    }
+    hs = Homeserver(tmp_path, config)
+    hs.start()
+    try:
+
+        def login(user: str) -> int:
+            tok = idp.user_token("heidi", "urn:matrix:jwt:RS256")
+            body = {"type": OAUTH, "identifier": {"type": "m.id.user", "user": user}, "token": tok}
+            return hs.request("POST", "/_matrix/client/v3/login", body)[0]
+
+        assert login("@heidi:test.local") == 200
+        assert introspection.calls == 1
+        # The localpart alone is not a full user id (username_type fq_uid).
+        assert login("heidi") == 403
+        for override in ({"sub": "mallory"}, {"name": "Someone Else"}):
+            introspection.override = override
+            assert login("@heidi:test.local") == 403
+        introspection.override = {"active": False}
+        assert login("@heidi:test.local") == 403
+        log = hs.log_text()
+        assert log.count("OAuth login rejected for @heidi:test.local: claims_disagree") == 2
+        assert "OAuth login rejected for @heidi:test.local: invalid_user" in log
+        assert "OAuth login rejected for @heidi:test.local: token_inactive" in log
+    finally:
+        hs.stop()
+        idp.stop()
+        introspection.server.shutdown()
