@@ -426,7 +426,9 @@ fn registration_webhook_body() {
     let v = o
         .decide(None, Some(&checked), "alice", SERVER)
         .expect("accepted");
-    let request = o.registration_notice(&v).expect("configured");
+    let request = o
+        .registration_notice(&v.localpart, &v.user_id, v.displayname.as_deref())
+        .expect("configured");
     let body: Value = serde_json::from_slice(&request.body).expect("json");
     assert_eq!(
         body,

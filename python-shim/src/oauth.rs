@@ -308,25 +308,17 @@ impl PyOAuth {
     }
 
     /// The webhook request before registering the user of an accepted verdict, or None.
+    #[pyo3(signature = (localpart, user_id, displayname))]
     fn registration_notice(
         &self,
-        localpart: String,
-        user_id: String,
-        displayname: Option<String>,
+        localpart: &str,
+        user_id: &str,
+        displayname: Option<&str>,
     ) -> Option<PyHttpRequest> {
-        let verdict = OAuthVerdict {
-            user_id,
-            localpart,
-            displayname,
-            admin: None,
-            email: None,
-            issuer: String::new(),
-            subject: String::new(),
-            may_register: true,
-            replay_key: None,
-            replay_until: None,
-        };
-        request(self.inner.registration_notice(&verdict))
+        request(
+            self.inner
+                .registration_notice(localpart, user_id, displayname),
+        )
     }
 
     /// Whether a webhook answer counts as delivered: `(True, "")` or `(False, why)`.

@@ -194,15 +194,20 @@ impl OAuth {
         })
     }
 
-    /// The webhook call before a registration (`notify_on_registration`): a JSON POST of
-    /// `{localpart, fully_qualified_uid, displayname}`, as the original sends it.
+    /// The webhook call before registering `user_id` (`notify_on_registration`): a JSON POST
+    /// of `{localpart, fully_qualified_uid, displayname}`, as the original sends it.
     #[must_use]
-    pub fn registration_notice(&self, verdict: &OAuthVerdict) -> Option<HttpRequest> {
+    pub fn registration_notice(
+        &self,
+        localpart: &str,
+        user_id: &str,
+        displayname: Option<&str>,
+    ) -> Option<HttpRequest> {
         let webhook = self.notify.as_ref()?;
         let body = serde_json::json!({
-            "localpart": verdict.localpart,
-            "fully_qualified_uid": verdict.user_id,
-            "displayname": verdict.displayname,
+            "localpart": localpart,
+            "fully_qualified_uid": user_id,
+            "displayname": displayname,
         });
         Some(
             webhook

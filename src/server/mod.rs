@@ -33,7 +33,7 @@ pub use self::{
     auth::ClientToken,
     config::{DaemonConfig, ListenAddr, ServerSettings, bind, plain_tcp_refused},
     metrics::Metrics,
-    oauth::{OAuthAnswer, OtherLogins, RegistrationAnswer, RegistrationRequest},
+    oauth::{OAuthAnswer, OtherLogins, OtherType, RegistrationAnswer, RegistrationRequest},
 };
 use self::{
     conn::{RequestClock, Transport},
@@ -411,29 +411,19 @@ async fn oauth_verify(
     shared: web::Data<Shared>,
     payload: web::Payload,
 ) -> HttpResponse {
-    let received = Instant::now();
-    let login: VerifyRequest = match authorized_body(&request, &shared, payload).await {
-        Ok(login) => login,
-        Err(response) => return response,
-    };
-    let policy = shared.policy.load_full();
-    match policy
-        .others
-        .oauth(&login.token, &login.user, &login.server_name)
-        .await
-    {
-        None => not_configured(&shared, "oauth"),
-        Some(Ok(answer)) => {
-            shared.metrics.decided(None, received.elapsed());
-            tracing::info!(target: "synapse_token_auth::audit", user_id = %answer.verdict.user_id,
-                result = "accepted", "OAuth login accepted");
-            HttpResponse::Ok().json(answer)
-        }
-        Some(Err(failed)) => refused(&shared, "OAuth", &login, failed, received),
-    }
+    other_login(OtherType::OAuth, request, shared, payload).await
 }
 
 async fn oidc_verify(
+    request: HttpRequest,
+    shared: web::Data<Shared>,
+    payload: web::Payload,
+) -> HttpResponse {
+    other_login(OtherType::Oidc, request, shared, payload).await
+}
+
+async fn other_login(
+    kind: OtherType,
     request: HttpRequest,
     shared: web::Data<Shared>,
     payload: web::Payload,
@@ -446,17 +436,17 @@ async fn oidc_verify(
     let policy = shared.policy.load_full();
     match policy
         .others
-        .oidc(&login.token, &login.user, &login.server_name)
+        .verify(kind, &login.token, &login.user, &login.server_name)
         .await
     {
-        None => not_configured(&shared, "oidc"),
-        Some(Ok(verdict)) => {
+        None => not_configured(&shared, kind.section()),
+        Some(Ok((user_id, answer))) => {
             shared.metrics.decided(None, received.elapsed());
-            tracing::info!(target: "synapse_token_auth::audit", user_id = %verdict.user_id,
-                result = "accepted", "OIDC login accepted");
-            HttpResponse::Ok().json(verdict)
+            tracing::info!(target: "synapse_token_auth::audit", user_id = %user_id,
+                result = "accepted", "{} login accepted", kind.name());
+            HttpResponse::Ok().json(answer)
         }
-        Some(Err(failed)) => refused(&shared, "OIDC", &login, failed, received),
+        Some(Err(failed)) => refused(&shared, kind.name(), &login, failed, received),
     }
 }
 

@@ -18,6 +18,36 @@ use crate::{
     server::Metrics,
 };
 
+/// A login type besides JWT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtherType {
+    OAuth,
+    Oidc,
+}
+
+impl OtherType {
+    /// For log lines, as the module writes them.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OAuth => "OAuth",
+            Self::Oidc => "OIDC",
+        }
+    }
+
+    /// The daemon's section.
+    #[must_use]
+    pub fn section(self) -> &'static str {
+        match self {
+            Self::OAuth => "oauth",
+            Self::Oidc => "oidc",
+        }
+    }
+}
+
+/// An accepted login of another type: the user and the answer to send.
+pub type OtherVerdict = (String, Value);
+
 /// The login types besides JWT that the daemon serves, from its `[oauth]` and `[oidc]` tables.
 #[derive(Debug)]
 pub struct OtherLogins {
@@ -100,6 +130,31 @@ impl OtherLogins {
         self.oidc.is_some()
     }
 
+    /// A login of `kind`; `None` when its section is not configured.
+    pub async fn verify(
+        &self,
+        kind: OtherType,
+        token: &str,
+        user: &str,
+        server_name: &str,
+    ) -> Option<Result<OtherVerdict, (RejectReason, String)>> {
+        let answer = |user_id: &str, answer: Result<Value, serde_json::Error>| {
+            answer
+                .map(|a| (user_id.to_owned(), a))
+                .map_err(|e| (RejectReason::MalformedClaim, e.to_string()))
+        };
+        Some(match kind {
+            OtherType::OAuth => self
+                .oauth(token, user, server_name)
+                .await?
+                .and_then(|a| answer(&a.verdict.user_id, serde_json::to_value(&a))),
+            OtherType::Oidc => self
+                .oidc(token, user, server_name)
+                .await?
+                .and_then(|v| answer(&v.user_id, serde_json::to_value(&v))),
+        })
+    }
+
     /// An `oauth` login: the JWT (keys fetched when the cache asks for it), the introspection
     /// request, then who logs in. `None` when `[oauth]` is not configured.
     pub async fn oauth(
@@ -152,13 +207,11 @@ impl OtherLogins {
     pub async fn registration(&self, request: RegistrationRequest) -> Option<RegistrationAnswer> {
         let (oauth, _) = self.oauth.as_ref()?;
         let client = self.client.as_ref()?;
-        let verdict = OAuthVerdict {
-            user_id: request.user_id,
-            localpart: request.localpart,
-            displayname: request.displayname,
-            ..placeholder()
-        };
-        let Some(call) = oauth.registration_notice(&verdict) else {
+        let Some(call) = oauth.registration_notice(
+            &request.localpart,
+            &request.user_id,
+            request.displayname.as_deref(),
+        ) else {
             return Some(RegistrationAnswer {
                 delivered: true,
                 interrupt: false,
@@ -218,21 +271,5 @@ impl OtherLogins {
             Some(oidc) if name == "com.famedly.login.token.oidc" => Some(oidc.metadata()),
             _ => None,
         }
-    }
-}
-
-/// A verdict with only the fields a webhook call reads filled in.
-fn placeholder() -> OAuthVerdict {
-    OAuthVerdict {
-        user_id: String::new(),
-        localpart: String::new(),
-        displayname: None,
-        admin: None,
-        email: None,
-        issuer: String::new(),
-        subject: String::new(),
-        may_register: true,
-        replay_key: None,
-        replay_until: None,
     }
 }

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from synapse.module_api import ModuleApi
@@ -108,21 +109,16 @@ class OAuthLogins:
         _raise_if_rejected(username, verdict)
         await self._record_use(verdict)
 
-        user_id = verdict["user_id"]
-        self._check_namespace(user_id)
-        canonical = await self._existing(user_id)
-        registered = False
-        if canonical is None:
-            if not verdict["may_register"]:
-                raise _RefusedError(user_id, "unknown_user")
+        async def register() -> tuple[str, bool]:
             await self._notify_registration(verdict)
-            canonical, registered = await self._register(verdict["localpart"], verdict["displayname"], verdict["email"])
+            user_id, registered = await self._register(verdict["localpart"], verdict["displayname"], verdict["email"])
             if registered:
-                await self._api.record_user_external_id(verdict["issuer"], verdict["subject"], canonical)
-        if not registered:
-            await self._check_account(canonical)
-            if verdict["check_external_id"]:
-                await self._check_external_id(canonical, verdict["issuer"], verdict["subject"])
+                await self._api.record_user_external_id(verdict["issuer"], verdict["subject"], user_id)
+            return user_id, registered
+
+        canonical, registered = await self._account(verdict, register)
+        if not registered and verdict["check_external_id"]:
+            await self._check_external_id(canonical, verdict["issuer"], verdict["subject"])
 
         # As in the original, the admin claim counts at registration only; the display name on
         # every login (a new account got it when it was created).
@@ -183,20 +179,29 @@ class OAuthLogins:
             verdict = await self._oidc.oidc(token, username)
         _raise_if_rejected(username, verdict)
 
-        user_id = verdict["user_id"]
-        self._check_namespace(user_id)
-        canonical = await self._existing(user_id)
-        registered = False
-        if canonical is None:
-            if not verdict["may_register"]:
-                raise _RefusedError(user_id, "unknown_user")
-            canonical, registered = await self._register(verdict["localpart"], None, None)
-        if not registered:
-            await self._check_account(canonical)
+        canonical, registered = await self._account(verdict, lambda: self._register(verdict["localpart"], None, None))
         self._accepted(OIDC_LOGIN_TYPE, canonical, registered)
         return canonical, None
 
     # -- accounts -----------------------------------------------------------------------------
+
+    async def _account(
+        self, verdict: dict[str, Any], register: Callable[[], Awaitable[tuple[str, bool]]]
+    ) -> tuple[str, bool]:
+        """The verdict's account, as Synapse spells it, and whether ``register`` just created
+        it: refused for a reserved namespace, an unknown user without registration, or an
+        account Synapse keeps for others."""
+        user_id = verdict["user_id"]
+        self._check_namespace(user_id)
+        canonical = await self._existing(user_id)
+        if canonical is None:
+            if not verdict["may_register"]:
+                raise _RefusedError(user_id, "unknown_user")
+            canonical, registered = await register()
+            if registered:
+                return canonical, True
+        await self._check_account(canonical)
+        return canonical, False
 
     def _check_namespace(self, user_id: str) -> None:
         reason = self._reserved.namespace_reason(user_id)
