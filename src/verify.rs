@@ -253,6 +253,13 @@ struct Signed<'t> {
     key: Arc<str>,
 }
 
+/// What a verified signature tells the claim checks.
+struct Verified<'t> {
+    alg: Algorithm,
+    key: Arc<str>,
+    signing_input: &'t [u8],
+}
+
 /// A compact JWS split into its parts, with its header read but not yet trusted.
 struct Parts<'t> {
     header: Header,
@@ -521,28 +528,22 @@ impl Verifier {
         server_name: &str,
         now: u64,
     ) -> Result<Verdict, Rejection> {
-        let (signed, claims) = self.check_token(parts, published).map_err(rejection)?;
-        let Signed {
-            header,
-            alg,
-            key,
-            signing_input,
-            ..
-        } = signed;
-        let checked = self
-            .check_claims(alg, key, &claims, identifier_user, server_name, now)
-            .and_then(|verdict| self.with_replay_key(verdict, &claims, signing_input));
-        match checked {
-            Ok(verdict) => Ok(Verdict {
-                kid: header.kid,
+        self.decide_signed(parts, published, |signed, kid, claims| {
+            let verdict = self
+                .check_claims(
+                    signed.alg,
+                    signed.key,
+                    &claims,
+                    identifier_user,
+                    server_name,
+                    now,
+                )
+                .and_then(|verdict| self.with_replay_key(verdict, &claims, signed.signing_input))?;
+            Ok(Verdict {
+                kid: kid.take(),
                 ..verdict
-            }),
-            Err(reason) => Err(Rejection {
-                reason,
-                alg: Some(header.alg),
-                kid: header.kid,
-            }),
-        }
+            })
+        })
     }
 
     /// Signature and validity, without naming a user.
@@ -552,6 +553,32 @@ impl Verifier {
         published: Option<&KeySet>,
         now: u64,
     ) -> Result<SignedClaims, Rejection> {
+        self.decide_signed(parts, published, |signed, kid, claims| {
+            self.check_validity(&claims, now, false)?;
+            let replay = self.replay(&claims, signed.signing_input)?;
+            Ok(SignedClaims {
+                claims,
+                alg: format!("{:?}", signed.alg),
+                kid: kid.take(),
+                key: signed.key,
+                replay,
+            })
+        })
+    }
+
+    /// The signature, then `decide` on the claims; a refusal carries the header's `alg` and
+    /// `kid` for the audit log. `decide` takes the `kid` out only when it accepts, so that no
+    /// login copies it.
+    fn decide_signed<'t, T>(
+        &self,
+        parts: Parts<'t>,
+        published: Option<&KeySet>,
+        decide: impl FnOnce(
+            Verified<'t>,
+            &mut Option<String>,
+            Map<String, Value>,
+        ) -> Result<T, RejectReason>,
+    ) -> Result<T, Rejection> {
         let (signed, claims) = self.check_token(parts, published).map_err(rejection)?;
         let Signed {
             header,
@@ -560,23 +587,17 @@ impl Verifier {
             signing_input,
             ..
         } = signed;
-        let checked = self
-            .check_validity(&claims, now, false)
-            .and_then(|()| self.replay(&claims, signing_input));
-        match checked {
-            Ok(replay) => Ok(SignedClaims {
-                claims,
-                alg: format!("{alg:?}"),
-                kid: header.kid,
-                key,
-                replay,
-            }),
-            Err(reason) => Err(Rejection {
-                reason,
-                alg: Some(header.alg),
-                kid: header.kid,
-            }),
-        }
+        let verified = Verified {
+            alg,
+            key,
+            signing_input,
+        };
+        let mut kid = header.kid;
+        decide(verified, &mut kid, claims).map_err(|reason| Rejection {
+            reason,
+            alg: Some(header.alg),
+            kid,
+        })
     }
 
     /// Header and signature, then the payload as a JSON object of claims.
