@@ -593,3 +593,48 @@ fn single_use_jwts_carry_a_replay_key() {
         ["oauth.jwt_validation.single_use_tokens"]
     );
 }
+
+#[test]
+fn alternative_fq_uids_list_the_users_a_token_may_log_in_as() {
+    let o = oauth(jwt_config(
+        json!({"localpart_path": null, "alternative_fq_uids_path": ["matrix", "ids"],
+        "displayname_path": "name"}),
+    ));
+    let mut claims = base_claims();
+    claims["name"] = json!("Shared Person");
+    claims["matrix"] = json!({"ids": ["@alice:example.org", "@Work-Alice:example.org"]});
+    let login = |user: &str, claims: &Value| {
+        let checked = check_jwt(&o, &rs256(claims))?;
+        o.decide(Some(&checked), None, user, SERVER)
+    };
+    let v = login("work-alice", &claims).expect("listed");
+    assert_eq!(v.user_id, "@work-alice:example.org");
+    assert_eq!(v.displayname, None, "not taken: one person, several users");
+    assert!(login("@alice:example.org", &claims).is_ok());
+    assert_eq!(
+        login("bob", &claims).map(|v| v.user_id),
+        Err(RejectReason::SubjectMismatch)
+    );
+    claims["matrix"] = json!({"ids": "@alice:example.org"});
+    assert_eq!(
+        login("alice", &claims).map(|v| v.user_id),
+        Err(RejectReason::InvalidSubject)
+    );
+    claims.as_object_mut().expect("object").remove("matrix");
+    assert_eq!(
+        login("alice", &claims).map(|v| v.user_id),
+        Err(RejectReason::InvalidSubject)
+    );
+
+    assert_eq!(
+        problems(jwt_config(json!({"alternative_fq_uids_path": "ids"}))),
+        ["oauth.jwt_validation.alternative_fq_uids_path"]
+    );
+    let mut config = jwt_config(json!({"localpart_path": null, "alternative_fq_uids_path": "ids"}));
+    config["introspection_validation"] =
+        json!({"endpoint": "http://127.0.0.1:9/i", "localpart_path": "sub"});
+    assert_eq!(
+        problems(config),
+        ["oauth.introspection_validation.alternative_fq_uids_path"]
+    );
+}

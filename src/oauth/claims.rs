@@ -19,6 +19,7 @@ pub(super) const SOURCE_KEYS: &[&str] = &[
     "admin_path",
     "email_path",
     "required_scopes",
+    "alternative_fq_uids_path",
 ];
 
 /// Rules and paths of one claim source.
@@ -33,6 +34,9 @@ pub struct ClaimSource {
     pub displayname: Option<ClaimPath>,
     pub admin: Option<PathList>,
     pub email: Option<ClaimPath>,
+    /// `alternative_fq_uids_path`: a list of full user ids the token allows; the login's own
+    /// user must be one of them.
+    pub alternative_fq_uids: Option<ClaimPath>,
 }
 
 impl ClaimSource {
@@ -68,10 +72,13 @@ impl ClaimSource {
             )
             .map(Some),
         };
-        if r.map.contains_key("alternative_fq_uids_path") {
+        let alternative_fq_uids = path(r, "alternative_fq_uids_path");
+        if matches!(alternative_fq_uids, Some(Some(_)))
+            && (matches!(localpart, Some(Some(_))) || matches!(fq_uid, Some(Some(_))))
+        {
             r.problem(
                 "alternative_fq_uids_path",
-                "not supported: name the user with `localpart_path` or `fq_uid_path`",
+                "cannot be used with `localpart_path` or `fq_uid_path`",
             );
         }
         Some(Self {
@@ -82,6 +89,7 @@ impl ClaimSource {
             displayname: displayname?,
             admin: admin?,
             email: email?,
+            alternative_fq_uids: alternative_fq_uids?,
         })
     }
 
@@ -109,7 +117,7 @@ impl ClaimSource {
 
     /// Whether this source names the user at all.
     pub(super) fn names_user(&self) -> bool {
-        self.localpart.is_some() || self.fq_uid.is_some()
+        self.localpart.is_some() || self.fq_uid.is_some() || self.alternative_fq_uids.is_some()
     }
 }
 

@@ -187,6 +187,19 @@ fn parse_oauth(r: &mut Reader<'_>) -> Option<OAuth> {
             "no claim names the user: set `localpart_path` or `fq_uid_path`",
         );
     }
+    // As the original: a list of allowed user ids in one source and a user path in the other
+    // would leave it open which one names the user.
+    if let [Some(a), Some(b)] = named {
+        let list_and_path = |x: &ClaimSource, y: &ClaimSource| {
+            x.alternative_fq_uids.is_some() && (y.localpart.is_some() || y.fq_uid.is_some())
+        };
+        if list_and_path(a, b) || list_and_path(b, a) {
+            r.problem(
+                "introspection_validation.alternative_fq_uids_path",
+                "cannot be combined with `localpart_path` or `fq_uid_path` in the other validation",
+            );
+        }
+    }
     let username_type = match r.map.get("username_type") {
         None | Some(Value::Null) => Some(None),
         Some(Value::String(s)) if s == "localpart" => Some(Some(UsernameType::Localpart)),

@@ -58,6 +58,9 @@ impl OAuth {
         identifier_user: &str,
         server_name: &str,
     ) -> Result<OAuthVerdict, RejectReason> {
+        if sources.each().any(|(s, _)| s.alternative_fq_uids.is_some()) {
+            return self.name_listed_user(sources, identifier_user, server_name);
+        }
         let localpart = sources
             .agreed(|source, claims| token_localpart(source, claims, server_name))?
             .ok_or(RejectReason::InvalidSubject)?;
@@ -68,7 +71,60 @@ impl OAuth {
             }
         }
 
+        self.attributes(sources, localpart, server_name, true)
+    }
+
+    /// `alternative_fq_uids_path`: the login names the user, and every source that carries the
+    /// list must list it (one must). `username_type` does not apply, and the display name is
+    /// not taken, as in the original (one person may log in as several users).
+    fn name_listed_user(
+        &self,
+        sources: &Sources<'_>,
+        identifier_user: &str,
+        server_name: &str,
+    ) -> Result<OAuthVerdict, RejectReason> {
+        let localpart = identifier_localpart(UsernameType::UserId, identifier_user, server_name)?;
+        let mut listed = false;
+        for (source, claims) in sources.each() {
+            let Some(list) = source
+                .alternative_fq_uids
+                .as_ref()
+                .and_then(|p| p.lookup(claims))
+            else {
+                continue;
+            };
+            let Value::Array(ids) = list else {
+                return Err(RejectReason::InvalidSubject);
+            };
+            let names = |id: &Value| {
+                id.as_str()
+                    .filter(|id| id.starts_with('@'))
+                    .and_then(|id| subject::localpart(id, server_name).ok())
+                    .is_some_and(|l| l == localpart)
+            };
+            if !ids.iter().any(names) {
+                return Err(RejectReason::SubjectMismatch);
+            }
+            listed = true;
+        }
+        if !listed {
+            return Err(RejectReason::InvalidSubject);
+        }
+        self.attributes(sources, localpart, server_name, false)
+    }
+
+    /// The verdict for `localpart`, with the attributes the sources agree on.
+    fn attributes(
+        &self,
+        sources: &Sources<'_>,
+        localpart: String,
+        server_name: &str,
+        with_displayname: bool,
+    ) -> Result<OAuthVerdict, RejectReason> {
         let displayname = sources.agreed(|source, claims| {
+            if !with_displayname {
+                return Ok(None);
+            }
             match source.displayname.as_ref().and_then(|p| p.lookup(claims)) {
                 None => Ok(None),
                 Some(Value::String(s)) if s.chars().count() <= MAX_DISPLAYNAME_CHARS => {
