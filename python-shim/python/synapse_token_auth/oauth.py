@@ -1,10 +1,12 @@
-"""The original module's ``oauth`` and ``oidc`` login types, in embedded mode.
+"""The original module's ``oauth`` and ``oidc`` login types.
 
-The Rust core (``_native.OAuth``, ``_native.Oidc``) checks tokens and introspection answers and
-names the user; this module carries out the requests it describes through Synapse's HTTP client
-(``outbound.py``) and does what only Synapse can: find or register the account, call the
-registration webhook first, record and check the account's external id ``(iss, sub)``, bind the
-e-mail address, and apply the display name and admin claims once Synapse has accepted the login.
+The verdict comes from the Rust core: in this process (``InProcess``: ``_native.OAuth`` and
+``_native.Oidc`` check tokens and introspection answers and name the user, and their requests go
+through Synapse's HTTP client, ``outbound.py``), or from the verifier daemon (``ViaDaemon``),
+which holds the secrets and makes the requests. Either way this module does what only Synapse can:
+find or register the account, call the registration webhook first, record and check the
+account's external id ``(iss, sub)``, bind the e-mail address, record single-use tokens, and
+apply the display name and admin claims once Synapse has accepted the login.
 
 Every refusal is a ``None`` for Synapse (403) with one log line naming the user and a reason
 code; nothing raises into Synapse.
