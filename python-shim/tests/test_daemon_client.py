@@ -119,6 +119,7 @@ SESSION = """
 import json, sys, time
 from twisted.internet import defer, reactor, task
 from synapse_token_auth.config import parse
+from synapse_token_auth import daemon_client
 from synapse_token_auth.daemon_client import DaemonClient, DaemonUnavailableError
 
 async def one(client):
@@ -131,6 +132,8 @@ async def one(client):
     return answer
 
 async def main():
+    if len(sys.argv) > 3:
+        daemon_client.IDLE_SECONDS = float(sys.argv[3])
     client = DaemonClient(parse({"verifier": json.loads(sys.argv[1])}).daemon)
     steps = []
     for calls, pause in json.loads(sys.argv[2]):
@@ -146,11 +149,12 @@ EXPIRED = http_answer("403 Forbidden", b'{"reason": "expired"}', "Content-Type: 
 REJECTED = {"result": "rejected", "reason": "expired", "alg": None, "kid": None}
 
 
-def session(verifier: dict, plan: list[tuple[int, float]]) -> list[list[dict]]:
+def session(verifier: dict, plan: list[tuple[int, float]], idle_seconds: float | None = None) -> list[list[dict]]:
     """Runs one client through `plan`: steps of (concurrent calls, pause in seconds after them).
     The answers per step, each with the seconds it took."""
+    idle = [] if idle_seconds is None else [str(idle_seconds)]
     run = subprocess.run(
-        [sys.executable, "-c", SESSION, json.dumps(verifier), json.dumps(plan)],
+        [sys.executable, "-c", SESSION, json.dumps(verifier), json.dumps(plan), *idle],
         capture_output=True,
         text=True,
         timeout=60,
@@ -192,6 +196,15 @@ def test_busy_connections_are_added_and_idle_ones_capped(keep_alive_peer):
     steps = session(verifier, [(12, 0.3), (12, 0)])
     assert answers(steps) == [REJECTED] * 24
     assert (peer.connections, peer.requests) == (16, 24)
+
+
+def test_a_connection_idle_too_long_is_closed_instead_of_reused(keep_alive_peer):
+    start, verifier = keep_alive_peer
+    peer = start(lambda c, n: c.sendall(EXPIRED))
+    # With 0.3 s instead of 20 s: the pause after the second call is longer, the first is not.
+    steps = session(verifier, [(1, 0), (1, 0.6), (1, 0)], idle_seconds=0.3)
+    assert answers(steps) == [REJECTED] * 3
+    assert (peer.connections, peer.requests) == (2, 3)
 
 
 def test_a_connection_the_daemon_closed_while_idle_is_replaced(keep_alive_peer):

@@ -44,7 +44,8 @@ MAX_RESPONSE_BYTES = 64 * 1024
 MAX_HEAD_BYTES = 16 * 1024
 #: Idle connections kept open for the next logins; more are closed once their answer is read.
 MAX_IDLE_CONNECTIONS = 8
-#: An idle connection is closed after this long, before the daemon's keep-alive (30 s) ends it.
+#: A connection idle for longer is closed instead of reused: the daemon ends its own after 30 s,
+#: and a request must not cross that close.
 IDLE_SECONDS = 20.0
 #: A chunk-size line (hex size and any extensions).
 _MAX_CHUNK_LINE = 1024
@@ -103,27 +104,14 @@ class DaemonClient:
     async def verify(self, token: str, user: str, server_name: str) -> dict[str, Any]:
         """The daemon's verdict as a dict; raises DaemonUnavailableError when there is none."""
         body = json.dumps({"token": token, "user": user, "server_name": server_name}).encode()
-        request = self._head + b"%d\r\n\r\n" % len(body) + body
+        call = _Call(self, self._head + b"%d\r\n\r\n" % len(body) + body)
         try:
-            status, payload = await self._yieldable(self._exchange(request))
+            status, payload = await self._yieldable(call.done)
         except DaemonUnavailableError:
             raise
-        except Exception as e:  # anything unforeseen fails closed too
+        except Exception as e:  # anything unforeseen (or Synapse cancelling the login) fails closed
             raise DaemonUnavailableError("daemon_unavailable", f"{type(e).__name__}: {e}") from None
         return _parse_answer(status, payload)
-
-    def _exchange(self, request: bytes) -> defer.Deferred:
-        call = _Call(self, request)
-        timeout = self._timeout
-
-        def timed_out(result: Any, timeout: float) -> None:
-            # The connection in use was dropped by the cancellation; no retry, which would double
-            # the wait of a login on a daemon that hangs.
-            raise DaemonUnavailableError("daemon_timeout", f"no answer within {timeout:g} s")
-
-        call.done.addTimeout(timeout, reactor, onTimeoutCancel=timed_out)
-        call.start()
-        return call.done
 
     # --- the pool ----------------------------------------------------------------------------
 
@@ -131,19 +119,24 @@ class DaemonClient:
         return self._connector.connect(self._factory)
 
     def _take_idle(self) -> _Connection | None:
+        now = reactor.seconds()
         while self._idle:
             connection = self._idle.pop()  # the most recently used: the least likely to be stale
-            connection.stop_idle_timer()
-            if connection.open:
-                return connection
+            if not connection.open:
+                continue
+            if now - connection.idle_since > IDLE_SECONDS:
+                # Soon closed by the daemon: a request now could cross its close.
+                connection.close()
+                continue
+            return connection
         return None
 
     def _release(self, connection: _Connection) -> None:
         if len(self._idle) >= MAX_IDLE_CONNECTIONS:
             connection.close()
             return
+        connection.idle_since = reactor.seconds()
         self._idle.append(connection)
-        connection.start_idle_timer(IDLE_SECONDS)
 
     def _forget(self, connection: _Connection) -> None:
         if connection in self._idle:
@@ -179,8 +172,9 @@ def _tcp_endpoint(endpoint: DaemonEndpoint) -> tuple[IStreamClientEndpoint, str,
 
 
 class _Call:
-    """One verify request: on an idle pooled connection or a new one, and once more on a new
-    connection when a pooled one turns out to have been closed by the daemon before it answered."""
+    """One verify request, within the timeout: on an idle pooled connection or a new one, and once
+    more on a new connection when a pooled one turns out to have been closed by the daemon before
+    it answered. `done` fires with (status, body) or fails with DaemonUnavailableError."""
 
     def __init__(self, client: DaemonClient, request: bytes) -> None:
         self._client = client
@@ -188,11 +182,11 @@ class _Call:
         self.done: defer.Deferred = defer.Deferred(self._cancel)
         self._connecting: defer.Deferred | None = None
         self._connection: _Connection | None = None
+        self._reused = False
         self._retried = False
-        self._cancelled = False
-
-    def start(self) -> None:
-        connection = self._client._take_idle()
+        self._over = False
+        self._timer = reactor.callLater(client._timeout, self._timed_out)
+        connection = client._take_idle()
         if connection is not None:
             self._send(connection, reused=True)
         else:
@@ -204,51 +198,67 @@ class _Call:
 
     def _connected(self, connection: _Connection) -> None:
         self._connecting = None
-        if self._cancelled:
-            connection.abort()
+        if self._over:
+            connection.close()
             return
         self._send(connection, reused=False)
 
     def _not_connected(self, failure: Failure) -> None:
         self._connecting = None
-        if self._cancelled:
-            return  # the timeout's CancelledError: done fails with daemon_timeout
-        self.done.errback(DaemonUnavailableError("daemon_unavailable", _describe(failure)))
+        if not self._over:  # else this is the CancelledError of the timeout's own cancel
+            self._fail(DaemonUnavailableError("daemon_unavailable", _describe(failure)))
 
     def _send(self, connection: _Connection, reused: bool) -> None:
         self._connection = connection
-        connection.send(self._request).addCallbacks(self._answered, self._failed, errbackArgs=(reused,))
+        self._reused = reused
+        connection.send(self._request, self)
 
-    def _answered(self, answer: tuple[int, bytes]) -> None:
+    def answered(self, status: int, body: bytes) -> None:
+        """Called by the connection with a complete answer."""
         self._connection = None
-        if not self._cancelled:
-            self.done.callback(answer)
+        if not self._over:
+            self._over = True
+            self._timer.cancel()
+            self.done.callback((status, body))
 
-    def _failed(self, failure: Failure, reused: bool) -> None:
+    def failed(self, error: Exception) -> None:
+        """Called by the connection when the exchange failed (it is dropped already)."""
         self._connection = None
-        if self._cancelled:
+        if self._over:
             return
-        if failure.check(_NoAnswerError):
-            if reused and not self._retried:
+        if isinstance(error, _NoAnswerError):
+            if self._reused and not self._retried:
                 # A kept-alive connection that the daemon closed while it was idle (keep-alive
                 # timeout, restart). Nothing of an answer came, so retry once on a new connection,
                 # which waits in the socket for a restarting daemon. Verifying has no side
                 # effects, so the retry is safe.
                 self._retried = True
-                logger.debug("retrying on a new connection: %s", failure.value)
+                logger.debug("retrying on a new connection: %s", error)
                 self._open()
                 return
-            self.done.errback(DaemonUnavailableError("daemon_unavailable", str(failure.value)))
-        elif failure.check(DaemonUnavailableError):
-            self.done.errback(failure)
-        else:
-            self.done.errback(DaemonUnavailableError("daemon_error", _describe(failure)))
+            error = DaemonUnavailableError("daemon_unavailable", str(error))
+        self._fail(error)
+
+    def _fail(self, error: Exception) -> None:
+        self._over = True
+        self._timer.cancel()
+        self.done.errback(error)
+
+    def _timed_out(self) -> None:
+        # No retry after a timeout: it would double the wait of a login on a daemon that hangs.
+        self._stop()
+        self.done.errback(DaemonUnavailableError("daemon_timeout", f"no answer within {self._client._timeout:g} s"))
 
     def _cancel(self, _: defer.Deferred) -> None:
-        # The timeout (or Synapse) gave up on this call: drop whatever it was using, since an
-        # answer that arrives later would be taken for the next request's. `done` then fails
-        # with CancelledError, which addTimeout turns into daemon_timeout.
-        self._cancelled = True
+        # Synapse gave up on the login; `done` fails with CancelledError.
+        if self._timer.active():
+            self._timer.cancel()
+        self._stop()
+
+    def _stop(self) -> None:
+        # Drop whatever the call was using: an answer that arrived later on a pooled connection
+        # would be taken for the next request's.
+        self._over = True
         connecting, self._connecting = self._connecting, None
         if connecting is not None:
             connecting.cancel()
@@ -276,76 +286,58 @@ class _Connection(protocol.Protocol):
 
     def __init__(self, client: DaemonClient) -> None:
         self._client = client
-        self._answer: defer.Deferred | None = None
+        self._call: _Call | None = None
         self._response: _Response | None = None
-        self._idle_timer: Any = None
+        self.idle_since = 0.0
         self.open = False
 
     def connectionMade(self) -> None:  # noqa: N802 (Twisted's name)
         self.open = True
 
-    def send(self, request: bytes) -> defer.Deferred:
-        """Writes one request; the Deferred fires with (status, body) or fails."""
-        assert self._answer is None and self.transport is not None
-        self._answer = defer.Deferred()
+    def send(self, request: bytes, call: _Call) -> None:
+        """Writes one request; `call` hears of its answer or failure."""
+        assert self._call is None and self.transport is not None
+        self._call = call
         self._response = _Response()
         self.transport.write(request)
-        return self._answer
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted's name)
-        if self._answer is None or self._response is None:
+        call, response = self._call, self._response
+        if call is None or response is None:
             # Bytes nobody asked for, on an idle connection: whatever the next answer on it
             # would be, it cannot be trusted to belong to the next request.
             self.abort()
             return
         try:
-            complete = self._response.feed(data)
+            complete = response.feed(data)
         except DaemonUnavailableError as e:
-            self._finish(Failure(e))
             self.abort()
+            call.failed(e)
             return
         if complete:
-            response, answer = self._response, self._answer
-            self._answer = self._response = None
+            self._call = self._response = None
             if response.keep_alive:
                 self._client._release(self)
             else:
                 self.close()
-            answer.callback((response.status, response.body()))
+            call.answered(response.status, response.body())
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:  # noqa: N802
         self.open = False
-        self.stop_idle_timer()
         self._client._forget(self)
-        if self._answer is None or self._response is None:
+        call, response = self._call, self._response
+        self._call = self._response = None
+        if call is None or response is None:
             return
-        response = self._response
         if not response.started:
-            self._finish(Failure(_NoAnswerError(f"the connection closed before an answer ({_describe(reason)})")))
+            call.failed(_NoAnswerError(f"the connection closed before an answer ({_describe(reason)})"))
             return
         try:
             response.connection_closed(clean=reason.check(ConnectionDone) is not None)
         except DaemonUnavailableError as e:
-            self._finish(Failure(e))
+            call.failed(e)
             return
-        answer = self._answer
-        self._answer = self._response = None
-        answer.callback((response.status, response.body()))
-
-    def _finish(self, failure: Failure) -> None:
-        answer = self._answer
-        self._answer = self._response = None
-        if answer is not None:
-            answer.errback(failure)
-
-    def start_idle_timer(self, seconds: float) -> None:
-        self.stop_idle_timer()
-        self._idle_timer = reactor.callLater(seconds, self.close)
-
-    def stop_idle_timer(self) -> None:
-        if self._idle_timer is not None and self._idle_timer.active():
-            self._idle_timer.cancel()
-        self._idle_timer = None
+        call.answered(response.status, response.body())
 
     def close(self) -> None:
         """Closes the connection after what was written (nothing is outstanding)."""
@@ -356,8 +348,7 @@ class _Connection(protocol.Protocol):
     def abort(self) -> None:
         """Drops the connection now, forgetting any exchange on it."""
         self.open = False
-        self._answer = self._response = None
-        self.stop_idle_timer()
+        self._call = self._response = None
         self._client._forget(self)
         if self.transport is not None:
             self.transport.abortConnection()
