@@ -121,6 +121,13 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="per server and client count, for logins/s")
     parser.add_argument("--json", type=Path)
     parser.add_argument(
+        "--order",
+        choices=("login", "block"),
+        default="login",
+        help="login: every login goes to each server in turn (default); block: each server takes its logins of "
+        "a round in a row, as earlier reports measured",
+    )
+    parser.add_argument(
         "--daemon-client",
         action="append",
         default=[],
@@ -208,18 +215,25 @@ def main() -> int:
             assert s.login(conns[s.name], jwt(USER, secret=SECRET[::-1])) == 403, s.name
         accepted = {s.name: [] for s in servers}
         rejected = {s.name: [] for s in servers}
-        for _ in range(args.rounds):
-            for i in range(args.logins + args.logins // 2):
-                good = i < args.logins
-                # Each server in turn, in a new order for every login: a burst of load from
-                # elsewhere on the machine slows all servers alike, not one server's block.
-                for s in random.sample(servers, len(servers)):
-                    token = jwt(USER) if good else jwt(USER, secret=SECRET[::-1])
-                    started = time.perf_counter()
-                    status = s.login(conns[s.name], token)
-                    elapsed = (time.perf_counter() - started) * 1e3
-                    assert status == (200 if good else 403), (s.name, status)
-                    (accepted if good else rejected)[s.name].append(elapsed)
+
+        def plan():
+            for _ in range(args.rounds):
+                if args.order == "block":
+                    for s in random.sample(servers, len(servers)):
+                        for i in range(args.logins + args.logins // 2):
+                            yield s, i < args.logins
+                else:
+                    for i in range(args.logins + args.logins // 2):
+                        for s in random.sample(servers, len(servers)):
+                            yield s, i < args.logins
+
+        for s, good in plan():
+            token = jwt(USER) if good else jwt(USER, secret=SECRET[::-1])
+            started = time.perf_counter()
+            status = s.login(conns[s.name], token)
+            elapsed = (time.perf_counter() - started) * 1e3
+            assert status == (200 if good else 403), (s.name, status)
+            (accepted if good else rejected)[s.name].append(elapsed)
         throughput = {s.name: {} for s in servers}
         for clients in (1, 4):
             for s in random.sample(servers, len(servers)):
@@ -246,11 +260,12 @@ def main() -> int:
 
     result = {
         "rounds": args.rounds,
+        "order": args.order,
         "accepted_ms": {k: percentiles(v) for k, v in accepted.items()},
         "rejected_ms": {k: percentiles(v) for k, v in rejected.items()},
         "logins_per_second": throughput,
     }
-    print(f"login latency in ms over {args.rounds} rounds, logins interleaved (p50 / p95 / p99), and logins/s")
+    print(f"login latency in ms over {args.rounds} rounds ({args.order} order; p50 / p95 / p99), and logins/s")
     for s in servers:
         a, r = result["accepted_ms"][s.name], result["rejected_ms"][s.name]
         t = throughput[s.name]
