@@ -13,6 +13,7 @@ import json
 import platform
 import statistics
 import subprocess
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -182,7 +183,7 @@ def e2e_section(a: argparse.Namespace, e2e: dict) -> list[str]:
     for ax, key, title in ((axes[0], "accepted_ms", "accepted logins"), (axes[1], "rejected_ms", "rejected logins")):
         for i, pct in enumerate(("p50", "p95", "p99")):
             ax.bar([x + (i - 1) * 0.25 for x in range(len(names))], [e2e[key][n][pct] for n in names], 0.25, label=pct)
-        ax.set_xticks(range(len(names)), [n.replace(", ", "\n") for n in names], fontsize=8)
+        ax.set_xticks(range(len(names)), [textwrap.fill(n, 12) for n in names], fontsize=8)
         ax.set_ylabel("latency, ms")
         ax.set_title(title)
         ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
