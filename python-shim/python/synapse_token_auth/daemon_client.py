@@ -3,8 +3,9 @@
 A small HTTP/1.1 client written as a Twisted protocol, over a UNIX socket, loopback TCP, or TLS to
 another host (only the configured CAs trusted, host name checked, a client credential sent): no
 threads, no extra dependencies. Connections are kept alive and reused, one request at a time on
-each, so a login costs one write and one read on a connection that is already open; a generic
-client (``twisted.web.client.Agent``) costs several reactor turns more per call.
+each, so a login costs one write and one read on a connection that is already open. Twisted's
+generic client (``twisted.web.client.Agent``), used before, took about 0.3 ms more per call
+inside Synapse (docs/benchmarks).
 
 Everything the daemon sends is read within bounds (a 16 KiB head, a 64 KiB body), and every
 failure (daemon down, timeout, an answer that is not well-formed HTTP/1.1, TLS refused) becomes a
@@ -18,6 +19,7 @@ import ipaddress
 import json
 import logging
 import re
+import time
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -119,7 +121,7 @@ class DaemonClient:
         return self._connector.connect(self._factory)
 
     def _take_idle(self) -> _Connection | None:
-        now = reactor.seconds()
+        now = time.monotonic()
         while self._idle:
             connection = self._idle.pop()  # the most recently used: the least likely to be stale
             if not connection.open:
@@ -135,7 +137,7 @@ class DaemonClient:
         if len(self._idle) >= MAX_IDLE_CONNECTIONS:
             connection.close()
             return
-        connection.idle_since = reactor.seconds()
+        connection.idle_since = time.monotonic()
         self._idle.append(connection)
 
     def _forget(self, connection: _Connection) -> None:
