@@ -59,7 +59,7 @@ bench:
 # Coverage-guided fuzzing (cargo-fuzz, libFuzzer; `cargo install cargo-fuzz`). cargo-fuzz passes
 # sanitizer flags that only nightly compilers take; RUSTC_BOOTSTRAP lets the stable one accept them.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS = verify_token verify_signed_claims config jwks claim_rules
+FUZZ_TARGETS = verify_token verify_signed_claims config jwks claim_rules oauth_answer
 
 fuzz:
 	cd fuzz && for target in $(FUZZ_TARGETS); do \

@@ -6,6 +6,9 @@
 //!
 //! The `published` group: a login whose key comes from a cached JWK Set (`Verifier::login` with
 //! the cache's lock and key selection) beside the same key from a PEM file; target ratio 1.05.
+//!
+//! The `oauth` group: an `oauth` login with a cached JWKS key beside a JWT login with a PEM key;
+//! target ratio 1.1.
 
 use std::{hint::black_box, path::PathBuf, time::Duration};
 
@@ -191,5 +194,69 @@ fn bench_published(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench, bench_published);
+/// An `oauth` login whose JWT's key comes from a cached JWKS endpoint (verify, scopes, validator,
+/// naming the user) beside a JWT login with the same key from a PEM file; target ratio 1.1.
+fn bench_oauth(c: &mut Criterion) {
+    use synapse_token_auth::{keys::published::FetchAnswer, oauth::OAuth, verify::Step};
+    synapse_token_auth::install_crypto_provider();
+    let now = synapse_token_auth::unix_now();
+    let claims = json!({ "sub": "alice", "iss": "https://idp.example.org", "exp": now + 3600,
+        "iat": now, "scope": "openid matrix:login", "name": "Alice" });
+    let mut group = c.benchmark_group("oauth");
+    group.warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(2));
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("k1".into());
+    let token = common::sign_with_header(header, "rsa.key", &claims);
+    let oauth = OAuth::parse(
+        &json!({"jwt_validation": {"jwks_endpoint": "https://idp.example.org/jwks",
+            "localpart_path": "sub", "displayname_path": "name", "required_scopes": "matrix:login",
+            "validator": ["in", "iss", ["equal", "https://idp.example.org"]]},
+            "username_type": "localpart"}),
+        "oauth.",
+    )
+    .expect("config");
+    let verifier = oauth.jwt_verifier().expect("jwt_validation");
+    let Step::Fetch(request) = verifier.login_claims(&token, now) else {
+        panic!("expected a fetch")
+    };
+    let body = json!({ "keys": [common::rsa_jwk("rsa.pub", "k1")] })
+        .to_string()
+        .into_bytes();
+    let answer = FetchAnswer::Response {
+        status: 200,
+        cache_control: None,
+        body,
+    };
+    assert!(
+        verifier
+            .remote_keys()
+            .expect("remote")
+            .fetched(&request, now, answer)
+            .ok
+    );
+    let login = |token: &str| {
+        let Step::Done { result, .. } = verifier.login_claims(token, now) else {
+            panic!("keys are cached")
+        };
+        let checked = oauth.check_jwt(result.expect("valid"))?;
+        oauth.decide(Some(&checked), None, "alice", "example.org")
+    };
+    login(&token).expect("accepted");
+    let pem = common::verifier(
+        json!({ "keyfile": common::key_path("rsa.pub"), "algorithm": "RS256",
+        "displayname_claim": "name", "issuer": "https://idp.example.org" }),
+    );
+    pem.verify(&token, "alice", "example.org", now)
+        .expect("pem");
+    group.bench_function("RS256/jwt-login-pem-file", |b| {
+        b.iter(|| pem.verify(black_box(&token), "alice", "example.org", now));
+    });
+    group.bench_function("RS256/oauth-jwks-cached", |b| {
+        b.iter(|| login(black_box(&token)));
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_published, bench_oauth);
 criterion_main!(benches);

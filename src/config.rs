@@ -133,6 +133,26 @@ pub struct Config {
 }
 
 impl Config {
+    /// A policy that accepts no token: for a daemon that serves only the `oauth` and `oidc`
+    /// login types. Every JWT login is refused (`algorithm_not_allowed`).
+    #[must_use]
+    pub fn no_jwt_login() -> Self {
+        Self {
+            keys: Vec::new(),
+            published: None,
+            require_expiry: true,
+            leeway_seconds: DEFAULT_LEEWAY_SECONDS,
+            issuer: None,
+            audiences: Vec::new(),
+            allow_registration: false,
+            subject_claim: "sub".into(),
+            displayname_claim: "displayname".into(),
+            admin_claim: "admin".into(),
+            update_displayname_on_login: true,
+            single_use_tokens: false,
+        }
+    }
+
     /// The effective policy as a JSON object, in the configuration's own key names, with the
     /// secret replaced by its length. What `check-config` prints.
     #[must_use]
@@ -370,21 +390,21 @@ fn unknown_top_level(key: &str, jwt_layout: bool) -> Problem {
 }
 
 /// Typed access to a JSON map that records a problem for every wrong value.
-struct Reader<'a> {
-    map: &'a Map<String, Value>,
-    prefix: &'a str,
-    problems: &'a mut Vec<Problem>,
+pub(crate) struct Reader<'a> {
+    pub(crate) map: &'a Map<String, Value>,
+    pub(crate) prefix: &'a str,
+    pub(crate) problems: &'a mut Vec<Problem>,
 }
 
 impl Reader<'_> {
-    fn problem(&mut self, key: &str, message: impl Into<String>) {
+    pub(crate) fn problem(&mut self, key: &str, message: impl Into<String>) {
         self.problems.push(Problem {
             key: format!("{}{key}", self.prefix),
             message: message.into(),
         });
     }
 
-    fn string(&mut self, key: &str) -> Option<String> {
+    pub(crate) fn string(&mut self, key: &str) -> Option<String> {
         match self.map.get(key)? {
             Value::String(s) => Some(s.clone()),
             Value::Null => None,
@@ -395,7 +415,7 @@ impl Reader<'_> {
         }
     }
 
-    fn non_empty_string(&mut self, key: &str) -> Option<String> {
+    pub(crate) fn non_empty_string(&mut self, key: &str) -> Option<String> {
         let value = self.string(key)?;
         if value.is_empty() {
             self.problem(key, "must not be empty");
@@ -404,7 +424,7 @@ impl Reader<'_> {
         Some(value)
     }
 
-    fn bool(&mut self, key: &str) -> Option<bool> {
+    pub(crate) fn bool(&mut self, key: &str) -> Option<bool> {
         match self.map.get(key)? {
             Value::Bool(b) => Some(*b),
             Value::Null => None,
@@ -418,7 +438,7 @@ impl Reader<'_> {
         }
     }
 
-    fn u64(&mut self, key: &str) -> Option<u64> {
+    pub(crate) fn u64(&mut self, key: &str) -> Option<u64> {
         match self.map.get(key)? {
             Value::Number(n) if n.as_u64().is_some() => n.as_u64(),
             Value::Null => None,
@@ -433,7 +453,7 @@ impl Reader<'_> {
     }
 
     /// A string or a list of strings.
-    fn strings(&mut self, key: &str) -> Option<Vec<String>> {
+    pub(crate) fn strings(&mut self, key: &str) -> Option<Vec<String>> {
         match self.map.get(key)? {
             Value::String(s) => Some(vec![s.clone()]),
             Value::Array(items) => {

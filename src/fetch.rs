@@ -13,8 +13,9 @@ use tokio::sync::Notify;
 use crate::{
     Verdict, Verifier,
     keys::published::{FetchAnswer, FetchReport, FetchRequest, RemoteKeys},
+    oauth::{HttpAnswer, HttpRequest},
     server::Metrics,
-    verify::{Rejection, Step},
+    verify::{Rejection, SignedClaims, Step},
 };
 
 /// Why the fetcher cannot be set up (a `jwks_ca_file` that holds no certificate, for example).
@@ -82,14 +83,42 @@ impl Fetcher {
         user: &str,
         server_name: &str,
     ) -> Result<Verdict, Rejection> {
+        self.decide(
+            verifier,
+            |now| verifier.login(token, user, server_name, now),
+            |now| verifier.verify(token, user, server_name, now),
+        )
+        .await
+    }
+
+    /// [`Self::login`] for the `oauth` type's JWTs: the verified claims, no user yet.
+    pub async fn login_claims(
+        &self,
+        verifier: &Verifier,
+        token: &str,
+    ) -> Result<SignedClaims, Rejection> {
+        self.decide(
+            verifier,
+            |now| verifier.login_claims(token, now),
+            |now| verifier.verify_claims(token, now),
+        )
+        .await
+    }
+
+    async fn decide<T>(
+        &self,
+        verifier: &Verifier,
+        login: impl FnOnce(u64) -> Step<T>,
+        verify: impl FnOnce(u64) -> Result<T, Rejection>,
+    ) -> Result<T, Rejection> {
         let Some(remote) = verifier.remote_keys() else {
-            return verifier.verify(token, user, server_name, crate::unix_now());
+            return verify(crate::unix_now());
         };
         // Registered before asking, so that a fetch that ends in between still wakes us.
         let done = self.done.notified();
         tokio::pin!(done);
         done.as_mut().enable();
-        match verifier.login(token, user, server_name, crate::unix_now()) {
+        match login(crate::unix_now()) {
             Step::Done { result, refresh } => {
                 if let Some(request) = refresh {
                     // In the background: this login has its answer already.
@@ -109,7 +138,7 @@ impl Fetcher {
         }
         // With what the fetch brought: never a second fetch, so a login waits at most one
         // fetch timeout.
-        verifier.verify(token, user, server_name, crate::unix_now())
+        verify(crate::unix_now())
     }
 
     fn spawn(&self, remote: Arc<RemoteKeys>, request: FetchRequest) -> tokio::task::JoinHandle<()> {
@@ -196,6 +225,59 @@ impl Fetcher {
                 FetchAnswer::Failed(format!("no answer within {} s", request.timeout_seconds))
             }
         }
+    }
+}
+
+/// An HTTPS client for the requests of the `oauth` and `oidc` login types: the system's trust
+/// store, `HTTPS_PROXY`/`NO_PROXY`, no redirects.
+pub fn http_client() -> Result<reqwest::Client, FetcherError> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("synapse-token-auth/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| FetcherError::Client(e.to_string()))
+}
+
+/// Sends a request the core describes (introspection, discovery, the registration webhook):
+/// bounded in time and size, no redirects followed.
+pub async fn send(client: &reqwest::Client, request: &HttpRequest) -> HttpAnswer {
+    let limit = request.max_bytes;
+    let work = async {
+        let mut builder = if request.content_type.is_empty() {
+            client.get(request.url.clone())
+        } else {
+            client
+                .post(request.url.clone())
+                .header(reqwest::header::CONTENT_TYPE, request.content_type)
+                .body(request.body.clone())
+        };
+        builder = builder.header(reqwest::header::ACCEPT, "application/json");
+        if let Some(authorization) = &request.authorization {
+            builder = builder.header(reqwest::header::AUTHORIZATION, authorization);
+        }
+        let mut response = builder.send().await.map_err(|e| describe(&e))?;
+        let status = response.status();
+        if status.is_redirection() {
+            return Err(format!(
+                "redirected (HTTP {status}); redirects are not followed"
+            ));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e))? {
+            if body.len() + chunk.len() > limit {
+                return Err(format!("the answer is larger than {limit} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(HttpAnswer::Response {
+            status: status.as_u16(),
+            body,
+        })
+    };
+    match tokio::time::timeout(Duration::from_secs(request.timeout_seconds), work).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(why)) => HttpAnswer::Failed(why),
+        Err(_) => HttpAnswer::Failed(format!("no answer within {} s", request.timeout_seconds)),
     }
 }
 

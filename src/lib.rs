@@ -12,6 +12,7 @@
 pub mod claims;
 pub mod config;
 pub mod keys;
+pub mod oauth;
 mod subject;
 pub mod verify;
 

@@ -84,6 +84,24 @@ pub enum RejectReason {
     /// With `single_use_tokens`: `jti` is present but not a non-empty string of at most
     /// [`MAX_TOKEN_ID_BYTES`] bytes without control characters.
     InvalidTokenId,
+    /// `oauth`: the `scope` claim lacks one of the `required_scopes`.
+    InsufficientScope,
+    /// `oauth`: the claims fail the configured `validator`.
+    ClaimsRejected,
+    /// `oauth`: the JWT and the introspection answer (or two paths) disagree on a value.
+    ClaimsDisagree,
+    /// `oauth`: the e-mail claim is present but not a plausible address.
+    InvalidEmail,
+    /// `oauth`, `oidc`: the introspection answer does not say `active: true` (revoked,
+    /// expired or unknown token).
+    TokenInactive,
+    /// `oauth`, `oidc`: the introspection endpoint gave no usable answer (down, slow, an
+    /// error status, not a JSON object). Not the client's doing: logged at ERROR.
+    IntrospectionFailed,
+    /// `oidc`: the token grants neither the `User` nor the `OrgAdmin` role in the project.
+    MissingRole,
+    /// `oidc`: the token was issued to a client not in `allowed_client_ids`.
+    ClientNotAllowed,
 }
 
 impl RejectReason {
@@ -113,11 +131,19 @@ impl RejectReason {
             Self::InvalidAdminClaim => "invalid_admin_claim",
             Self::InvalidDisplayname => "invalid_displayname",
             Self::InvalidTokenId => "invalid_token_id",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::ClaimsRejected => "claims_rejected",
+            Self::ClaimsDisagree => "claims_disagree",
+            Self::InvalidEmail => "invalid_email",
+            Self::TokenInactive => "token_inactive",
+            Self::IntrospectionFailed => "introspection_failed",
+            Self::MissingRole => "missing_role",
+            Self::ClientNotAllowed => "client_not_allowed",
         }
     }
 
     /// Every reason, for documentation and tests.
-    pub const ALL: [Self; 22] = [
+    pub const ALL: [Self; 30] = [
         Self::MalformedToken,
         Self::TokenTooLarge,
         Self::AlgorithmNotAllowed,
@@ -140,6 +166,14 @@ impl RejectReason {
         Self::InvalidAdminClaim,
         Self::InvalidDisplayname,
         Self::InvalidTokenId,
+        Self::InsufficientScope,
+        Self::ClaimsRejected,
+        Self::ClaimsDisagree,
+        Self::InvalidEmail,
+        Self::TokenInactive,
+        Self::IntrospectionFailed,
+        Self::MissingRole,
+        Self::ClientNotAllowed,
     ];
 }
 
@@ -192,6 +226,22 @@ pub struct Verdict {
     pub replay_until: Option<u64>,
 }
 
+/// A token whose signature and validity times verified, before anything names a user: what the
+/// `oauth` login type reads its user, scopes and rules from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignedClaims {
+    /// The payload.
+    pub claims: Map<String, Value>,
+    /// The token's algorithm.
+    pub alg: String,
+    /// The token's `kid`, if any.
+    pub kid: Option<String>,
+    /// The configured key that verified the signature.
+    pub key: Arc<str>,
+    /// With `single_use_tokens`: the replay key and until when to keep it (see [`Verdict`]).
+    pub replay: Option<(String, u64)>,
+}
+
 /// A token whose signature verified: its header and algorithm, the still-encoded payload, and the
 /// name of the key that verified it.
 struct Signed<'t> {
@@ -203,6 +253,13 @@ struct Signed<'t> {
     key: Arc<str>,
 }
 
+/// What a verified signature tells the claim checks.
+struct Verified<'t> {
+    alg: Algorithm,
+    key: Arc<str>,
+    signing_input: &'t [u8],
+}
+
 /// A compact JWS split into its parts, with its header read but not yet trusted.
 struct Parts<'t> {
     header: Header,
@@ -212,13 +269,15 @@ struct Parts<'t> {
     token: &'t str,
 }
 
-/// What a login needs next, when keys are fetched from an identity provider.
+/// What a login needs next, when keys are fetched from an identity provider. `T` is what the
+/// decision carries: a [`Verdict`] for JWT login, the token's [`SignedClaims`] for the `oauth`
+/// login type, which names the user by its own rules.
 #[derive(Debug)]
-pub enum Step {
+pub enum Step<T = Verdict> {
     /// The decision. With `refresh`, start that fetch in the background without waiting for it
     /// (the cached keys are stale but still in use); report it with [`RemoteKeys::fetched`].
     Done {
-        result: Result<Verdict, Rejection>,
+        result: Result<T, Rejection>,
         refresh: Option<FetchRequest>,
     },
     /// This login fetches for everyone: carry out the request, report it with
@@ -231,8 +290,8 @@ pub enum Step {
     Wait,
 }
 
-impl Step {
-    fn done(result: Result<Verdict, Rejection>) -> Self {
+impl<T> Step<T> {
+    fn done(result: Result<T, Rejection>) -> Self {
         Self::Done {
             result,
             refresh: None,
@@ -357,6 +416,32 @@ impl Verifier {
         server_name: &str,
         now: u64,
     ) -> Result<Verdict, Rejection> {
+        self.verify_with(token, now, |parts, published| {
+            self.finish(parts, published, identifier_user, server_name, now)
+        })
+    }
+
+    /// Like [`Self::verify`], but stops before naming a user: signature, `exp`/`nbf`/`iat`,
+    /// `iss` and `aud` (only when `audiences` are configured), and the replay key.
+    pub fn verify_claims(&self, token: &str, now: u64) -> Result<SignedClaims, Rejection> {
+        self.verify_with(token, now, |parts, published| {
+            self.finish_claims(parts, published, now)
+        })
+    }
+
+    /// Like [`Self::login`], for [`Self::verify_claims`].
+    pub fn login_claims(&self, token: &str, now: u64) -> Step<SignedClaims> {
+        self.login_with(token, now, |parts, published| {
+            self.finish_claims(parts, published, now)
+        })
+    }
+
+    fn verify_with<T>(
+        &self,
+        token: &str,
+        now: u64,
+        finish: impl FnOnce(Parts<'_>, Option<&KeySet>) -> Result<T, Rejection>,
+    ) -> Result<T, Rejection> {
         let parts = split(token).map_err(rejection)?;
         let cached;
         let published = match self.config.published.as_ref().map(|p| &p.source) {
@@ -376,25 +461,36 @@ impl Verifier {
                 }
             }
         };
-        self.finish(parts, published, identifier_user, server_name, now)
+        finish(parts, published)
     }
 
     /// Starts or continues a login: like [`Self::verify`], but a remote key source may ask for
     /// a fetch first (the first login, an unknown `kid`) or in the background (stale keys).
     pub fn login(&self, token: &str, identifier_user: &str, server_name: &str, now: u64) -> Step {
+        self.login_with(token, now, |parts, published| {
+            self.finish(parts, published, identifier_user, server_name, now)
+        })
+    }
+
+    fn login_with<T>(
+        &self,
+        token: &str,
+        now: u64,
+        finish: impl FnOnce(Parts<'_>, Option<&KeySet>) -> Result<T, Rejection>,
+    ) -> Step<T> {
         let Some(remote) = self.remote_keys() else {
-            return Step::done(self.verify(token, identifier_user, server_name, now));
+            return Step::done(self.verify_with(token, now, finish));
         };
         let parts = match split(token) {
             Ok(parts) => parts,
             Err(failed) => return Step::done(Err(rejection(failed))),
         };
         if !self.needs_published(&parts.header) {
-            return Step::done(self.finish(parts, None, identifier_user, server_name, now));
+            return Step::done(finish(parts, None));
         }
         match remote.decide(now, parts.header.kid.as_deref()) {
             RemoteDecision::Verify { keys, refresh } => Step::Done {
-                result: self.finish(parts, Some(&keys), identifier_user, server_name, now),
+                result: finish(parts, Some(&keys)),
                 refresh,
             },
             RemoteDecision::Fetch(request) => Step::Fetch(request),
@@ -432,6 +528,57 @@ impl Verifier {
         server_name: &str,
         now: u64,
     ) -> Result<Verdict, Rejection> {
+        self.decide_signed(parts, published, |signed, kid, claims| {
+            let verdict = self
+                .check_claims(
+                    signed.alg,
+                    signed.key,
+                    &claims,
+                    identifier_user,
+                    server_name,
+                    now,
+                )
+                .and_then(|verdict| self.with_replay_key(verdict, &claims, signed.signing_input))?;
+            Ok(Verdict {
+                kid: kid.take(),
+                ..verdict
+            })
+        })
+    }
+
+    /// Signature and validity, without naming a user.
+    fn finish_claims(
+        &self,
+        parts: Parts<'_>,
+        published: Option<&KeySet>,
+        now: u64,
+    ) -> Result<SignedClaims, Rejection> {
+        self.decide_signed(parts, published, |signed, kid, claims| {
+            self.check_validity(&claims, now, false)?;
+            let replay = self.replay(&claims, signed.signing_input)?;
+            Ok(SignedClaims {
+                claims,
+                alg: format!("{:?}", signed.alg),
+                kid: kid.take(),
+                key: signed.key,
+                replay,
+            })
+        })
+    }
+
+    /// The signature, then `decide` on the claims; a refusal carries the header's `alg` and
+    /// `kid` for the audit log. `decide` takes the `kid` out only when it accepts, so that no
+    /// login copies it.
+    fn decide_signed<'t, T>(
+        &self,
+        parts: Parts<'t>,
+        published: Option<&KeySet>,
+        decide: impl FnOnce(
+            Verified<'t>,
+            &mut Option<String>,
+            Map<String, Value>,
+        ) -> Result<T, RejectReason>,
+    ) -> Result<T, Rejection> {
         let (signed, claims) = self.check_token(parts, published).map_err(rejection)?;
         let Signed {
             header,
@@ -440,20 +587,17 @@ impl Verifier {
             signing_input,
             ..
         } = signed;
-        let checked = self
-            .check_claims(alg, key, &claims, identifier_user, server_name, now)
-            .and_then(|verdict| self.with_replay_key(verdict, &claims, signing_input));
-        match checked {
-            Ok(verdict) => Ok(Verdict {
-                kid: header.kid,
-                ..verdict
-            }),
-            Err(reason) => Err(Rejection {
-                reason,
-                alg: Some(header.alg),
-                kid: header.kid,
-            }),
-        }
+        let verified = Verified {
+            alg,
+            key,
+            signing_input,
+        };
+        let mut kid = header.kid;
+        decide(verified, &mut kid, claims).map_err(|reason| Rejection {
+            reason,
+            alg: Some(header.alg),
+            kid,
+        })
     }
 
     /// Header and signature, then the payload as a JSON object of claims.
@@ -586,8 +730,25 @@ impl Verifier {
         claims: &Map<String, Value>,
         signing_input: &[u8],
     ) -> Result<Verdict, RejectReason> {
+        let (replay_key, replay_until) = match self.replay(claims, signing_input)? {
+            Some((key, until)) => (Some(key), Some(until)),
+            None => (None, None),
+        };
+        Ok(Verdict {
+            replay_key,
+            replay_until,
+            ..verdict
+        })
+    }
+
+    /// With `single_use_tokens`, the replay key and until when to keep it.
+    fn replay(
+        &self,
+        claims: &Map<String, Value>,
+        signing_input: &[u8],
+    ) -> Result<Option<(String, u64)>, RejectReason> {
         if !self.config.single_use_tokens {
-            return Ok(verdict);
+            return Ok(None);
         }
         let replay_key = match claims.get("jti") {
             Some(Value::String(jti))
@@ -610,22 +771,18 @@ impl Verifier {
         let until = (exp + self.config.leeway_seconds as f64).ceil();
         // `as` saturates: a negative or huge `exp` cannot wrap around.
         let replay_until = (until as u64).min(MAX_REPLAY_UNTIL);
-        Ok(Verdict {
-            replay_key: Some(replay_key),
-            replay_until: Some(replay_until),
-            ..verdict
-        })
+        Ok(Some((replay_key, replay_until)))
     }
 
-    fn check_claims(
+    /// `exp`, `nbf`, `iat`, `iss` and `aud`. With `strict_audience` a present `aud` must name a
+    /// configured audience even when none are configured (RFC 7519 section 4.1.3); the `oauth`
+    /// type checks `aud` only when its `audiences` are set, as the original checks none.
+    fn check_validity(
         &self,
-        alg: Algorithm,
-        key: Arc<str>,
         claims: &Map<String, Value>,
-        identifier_user: &str,
-        server_name: &str,
         now: u64,
-    ) -> Result<Verdict, RejectReason> {
+        strict_audience: bool,
+    ) -> Result<(), RejectReason> {
         let c = &self.config;
         let now = now as f64;
         let leeway = c.leeway_seconds as f64;
@@ -649,10 +806,24 @@ impl Verifier {
         // A present `aud` that does not name this recipient must be refused (RFC 7519 section
         // 4.1.3): without `audiences` nothing names it, so any `aud` is refused.
         let aud = claims.get("aud");
-        if (aud.is_some() || !c.audiences.is_empty()) && !audience_matches(aud, &c.audiences) {
+        let must_match = !c.audiences.is_empty() || (strict_audience && aud.is_some());
+        if must_match && !audience_matches(aud, &c.audiences) {
             return Err(RejectReason::WrongAudience);
         }
+        Ok(())
+    }
 
+    fn check_claims(
+        &self,
+        alg: Algorithm,
+        key: Arc<str>,
+        claims: &Map<String, Value>,
+        identifier_user: &str,
+        server_name: &str,
+        now: u64,
+    ) -> Result<Verdict, RejectReason> {
+        let c = &self.config;
+        self.check_validity(claims, now, true)?;
         let subject = claims
             .get(&c.subject_claim)
             .and_then(Value::as_str)

@@ -64,6 +64,44 @@ fn cli_check_config_prints_effective_config_without_the_secret() {
 }
 
 #[test]
+fn cli_check_config_shows_the_oauth_and_oidc_tables_without_secrets() {
+    let config = r#"
+[oauth]
+username_type = "localpart"
+[oauth.introspection_validation]
+endpoint = "https://idp.example.org/introspect"
+localpart_path = "sub"
+auth = { type = "basic", username = "matrix", password = "introspection-pw" }
+[oidc]
+issuer = "https://zitadel.example.org"
+client_id = "c"
+client_secret = "oidc-client-secret"
+project_id = 5
+organization_id = 7
+"#;
+    let (_dir, path) = config_file(config);
+    let out = run(&["check-config", &path]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        stdout.contains("[oauth.introspection_validation]"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("project-id = \"5\""), "{stdout}");
+    assert!(!stdout.contains("introspection-pw") && !stdout.contains("oidc-client-secret"));
+    assert!(stderr.contains("JWT login: off"), "{stderr}");
+
+    let (_dir, path) = config_file(&config.replace("endpoint =", "endpiont ="));
+    let out = run(&["check-config", &path]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("`oauth.introspection_validation.endpiont`: unknown key"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn cli_check_config_refuses_single_use_tokens_without_expiry() {
     let (_dir, path) = config_file(&format!(
         "secret = \"{SECRET}\"\nsingle_use_tokens = true\nrequire_expiry = false\n"

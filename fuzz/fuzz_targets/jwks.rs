@@ -34,7 +34,8 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // The same bytes as the answer to discovery and to the key set fetch that follows.
-    let config = serde_json::json!({ "oidc_issuer": "https://idp.example.org", "algorithm": "RS256" });
+    let config =
+        serde_json::json!({ "oidc_issuer": "https://idp.example.org", "algorithm": "RS256" });
     let Ok(document) = Document::from_value(config, &[], Origin::Other("fuzz".into())) else {
         return;
     };

@@ -18,6 +18,8 @@ use synapse_token_auth::{
     verify::Step,
 };
 
+mod oauth;
+
 /// Where config errors say the config came from.
 const ORIGIN: &str = "the `config` of the synapse_token_auth module in homeserver.yaml";
 
@@ -124,29 +126,7 @@ impl PyVerifier {
         body: Option<Vec<u8>>,
         error: Option<String>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let Some(remote) = self.inner.remote_keys() else {
-            return Err(PyValueError::new_err("this policy fetches no keys"));
-        };
-        let answer = match (status, body, error) {
-            (Some(status), Some(body), None) => FetchAnswer::Response {
-                status,
-                cache_control,
-                body,
-            },
-            (_, _, error) => FetchAnswer::Failed(error.unwrap_or_else(|| "no answer".into())),
-        };
-        let report = remote.fetched(&request.inner, synapse_token_auth::unix_now(), answer);
-        let out = PyDict::new(py);
-        out.set_item("ok", report.ok)?;
-        out.set_item("message", report.message)?;
-        let ignored: Vec<(Option<String>, String)> = report
-            .ignored
-            .into_iter()
-            .map(|i| (i.kid, i.why.to_string()))
-            .collect();
-        out.set_item("ignored", ignored)?;
-        out.set_item("next", report.next.map(|inner| PyFetchRequest { inner }))?;
-        Ok(out)
+        report_fetch(py, &self.inner, request, status, cache_control, body, error)
     }
 
     /// Whether accepted verdicts carry a replay key that the module must record
@@ -201,6 +181,41 @@ impl PyFetchRequest {
     fn __repr__(&self) -> String {
         format!("FetchRequest({})", self.inner.url)
     }
+}
+
+/// Reports a key fetch to `verifier`'s remote key source; the dict `Verifier.fetched` returns.
+fn report_fetch<'py>(
+    py: Python<'py>,
+    verifier: &Verifier,
+    request: &PyFetchRequest,
+    status: Option<u16>,
+    cache_control: Option<String>,
+    body: Option<Vec<u8>>,
+    error: Option<String>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let Some(remote) = verifier.remote_keys() else {
+        return Err(PyValueError::new_err("this policy fetches no keys"));
+    };
+    let answer = match (status, body, error) {
+        (Some(status), Some(body), None) => FetchAnswer::Response {
+            status,
+            cache_control,
+            body,
+        },
+        (_, _, error) => FetchAnswer::Failed(error.unwrap_or_else(|| "no answer".into())),
+    };
+    let report = remote.fetched(&request.inner, synapse_token_auth::unix_now(), answer);
+    let out = PyDict::new(py);
+    out.set_item("ok", report.ok)?;
+    out.set_item("message", report.message)?;
+    let ignored: Vec<(Option<String>, String)> = report
+        .ignored
+        .into_iter()
+        .map(|i| (i.kid, i.why.to_string()))
+        .collect();
+    out.set_item("ignored", ignored)?;
+    out.set_item("next", report.next.map(|inner| PyFetchRequest { inner }))?;
+    Ok(out)
 }
 
 /// A verdict or a rejection as the dict the module and the daemon client share.
@@ -260,6 +275,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     synapse_token_auth::install_crypto_provider();
     m.add_class::<PyVerifier>()?;
     m.add_class::<PyFetchRequest>()?;
+    m.add_class::<oauth::PyOAuth>()?;
+    m.add_class::<oauth::PyOidc>()?;
+    m.add_class::<oauth::PyClaims>()?;
+    m.add_class::<oauth::PyHttpRequest>()?;
     m.add_function(wrap_pyfunction!(reject_reasons, m)?)?;
     m.add_function(wrap_pyfunction!(localpart, m)?)?;
     m.add("MAX_TOKEN_BYTES", synapse_token_auth::MAX_TOKEN_BYTES)?;

@@ -187,6 +187,10 @@ class IdP:
         )
         return answer["access_token"]
 
+    def revoke(self, token: str) -> None:
+        """Revokes a token (RFC 7009), as the client it was issued to."""
+        self._request("POST", self.meta["revocation_endpoint"], auth=CLIENT, form={"token": token})
+
     def set_keys(self, keys: list[dict[str, Any]]) -> None:
         """Swaps the keystore of the running provider (same port, issuer and stored tokens); a
         restart keeps it."""

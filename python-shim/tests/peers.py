@@ -53,6 +53,8 @@ class KeepAlivePeer:
         self.connections = 0
         self.requests = 0
         self.closed_by_client = 0
+        #: (connection number, request head) of every request, in order.
+        self.heads: list[tuple[int, bytes]] = []
         self._lock = threading.Lock()
         self._behave = behave
         self._server = socket.socket(socket.AF_UNIX)
@@ -68,9 +70,10 @@ class KeepAlivePeer:
                 return
             with self._lock:
                 self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+                number = self.connections
+            threading.Thread(target=self._serve, args=(conn, number), daemon=True).start()
 
-    def _serve(self, conn: socket.socket) -> None:
+    def _serve(self, conn: socket.socket, number: int) -> None:
         with conn:
             while True:
                 try:
@@ -84,6 +87,7 @@ class KeepAlivePeer:
                 with self._lock:
                     n = self.requests
                     self.requests += 1
+                    self.heads.append((number, head))
                 try:
                     if self._behave(conn, n) is False:
                         return

@@ -46,7 +46,13 @@ def test_config_never_echoes_the_secret():
     ("config", "needles"),
     [
         ({"secret": SECRET, "algoritm": "HS256"}, ["`algoritm`", "unknown key"]),
-        ({"jwt": {"secret": SECRET}, "oidc": {}}, ["`oidc`", "not supported"]),
+        ({"jwt": {"secret": SECRET}, "epa": {"iss": "https://idp"}}, ["`epa`", "not supported"]),
+        ({"oauth": {"jwt_validaton": {}}}, ["`oauth.jwt_validaton`", "unknown key"]),
+        (
+            {"oauth": {"introspection_validation": {"endpoint": "https://idp/i"}}},
+            ["`oauth.introspection_validation.localpart_path`", "names the user"],
+        ),
+        ({"oidc": {"issuer": "https://idp", "client_id": "c"}}, ["`oidc.client_secret`", "`oidc.project_id`"]),
         ({"secret": SECRET, "algorithm": "none"}, ["`algorithm`", "never accepted"]),
         ({"secret": SECRET, "allow_registration": "yes"}, ["`allow_registration`", "true or false"]),
         ({"keyfile": "/nonexistent.pem", "algorithm": "RS256"}, ["`keyfile`", "/nonexistent.pem"]),

@@ -23,7 +23,25 @@ SPEC = REPO / "docs" / "openapi.yaml"
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    d = Daemon(tmp_path_factory.mktemp("api"), f'secret = "{SECRET}"\n', tcp=True)
+    # Every operation configured: the oauth and oidc types' requests go to a closed port, so
+    # their logins are refused (introspection_failed) after a real connection attempt.
+    config = f"""secret = "{SECRET}"
+[oauth]
+registration_enabled = true
+expose_metadata_resource = {{ name = "oauth-meta", issuer = "http://127.0.0.1:9" }}
+[oauth.introspection_validation]
+endpoint = "http://127.0.0.1:9/introspect"
+localpart_path = "sub"
+timeout_seconds = 1
+[oidc]
+issuer = "http://127.0.0.1:9"
+client_id = "matrix"
+client_secret = "matrix-secret"
+project_id = 1
+organization_id = 2
+timeout_seconds = 1
+"""
+    d = Daemon(tmp_path_factory.mktemp("api"), config, tcp=True)
     d.start()
     yield d
     d.stop()

@@ -358,6 +358,79 @@ def test_well_formed_answers_of_every_framing_reach_the_module(peer, tmp_path, a
     assert result == REJECTED, result
 
 
+CALLS = """
+import json, sys
+from twisted.internet import defer, reactor
+from synapse_token_auth.config import parse
+from synapse_token_auth.daemon_client import DaemonClient, DaemonUnavailableError
+
+async def main():
+    client = DaemonClient(parse({"verifier": json.loads(sys.argv[1])}).daemon)
+    results = []
+    for path, body, repeatable in json.loads(sys.argv[2]):
+        try:
+            results.append(list(await client.call(path, body, repeatable=repeatable)))
+        except DaemonUnavailableError as e:
+            results.append({"error": e.reason, "detail": str(e)})
+        except ValueError as e:
+            results.append({"exception": f"ValueError: {e}"})
+    print(json.dumps(results))
+
+reactor.callWhenRunning(lambda: defer.ensureDeferred(main()).addBoth(lambda _: reactor.stop()))
+reactor.run()
+"""
+
+
+def calls(verifier: dict, plan: list) -> list:
+    """Runs `client.call(path, body, repeatable=...)` for each (path, body, repeatable) of `plan`."""
+    run = subprocess.run(
+        [sys.executable, "-c", CALLS, json.dumps(verifier), json.dumps(plan)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_other_routes_share_the_kept_alive_connections(keep_alive_peer):
+    start, verifier = keep_alive_peer
+    peer = start(lambda c, n: c.sendall(http_answer("200 OK", b'{"issuer": "https://idp"}')))
+    results = calls(
+        verifier,
+        [["/v1/login-metadata/oauth", None, True], ["/v1/oauth/verify", {"token": "t"}, True]],
+    )
+    assert results == [[200, {"issuer": "https://idp"}], [200, {"issuer": "https://idp"}]]
+    assert peer.connections == 1
+    (_, get), (_, post) = peer.heads
+    assert get.startswith(b"GET /v1/login-metadata/oauth HTTP/1.1\r\n") and b"Content-Length" not in get, get
+    assert post.startswith(b"POST /v1/oauth/verify HTTP/1.1\r\n") and b"\r\nContent-Length: 14" in post, post
+
+
+def test_a_request_that_must_not_repeat_gets_a_new_connection_and_no_retry(keep_alive_peer):
+    start, verifier = keep_alive_peer
+
+    def behave(conn, n):
+        if n == 1:
+            return False  # the daemon took the webhook request and went away
+        conn.sendall(http_answer("200 OK", b"{}"))
+
+    peer = start(behave)
+    results = calls(verifier, [["/v1/oidc/verify", {}, True], ["/v1/oauth/registration", {"localpart": "a"}, False]])
+    assert results[0] == [200, {}]
+    assert results[1]["error"] == "daemon_unavailable", results
+    # The webhook request went on a connection of its own, once.
+    assert [number for number, _ in peer.heads] == [1, 2], peer.heads
+
+
+def test_a_path_that_could_break_the_request_line_is_refused(keep_alive_peer):
+    start, verifier = keep_alive_peer
+    peer = start(lambda c, n: c.sendall(http_answer("200 OK", b"{}")))
+    results = calls(verifier, [["/v1/x HTTP/1.1\r\nX: y", None, True]])
+    assert results[0]["exception"].startswith("ValueError: not a daemon path"), results
+    assert peer.requests == 0
+
+
 # --- TLS to a daemon on another host -----------------------------------------------------------
 
 CONFIG_CLIENT = """

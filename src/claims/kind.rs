@@ -26,7 +26,8 @@ impl Kind {
             "exist" => Self::Exist,
             "not" => Self::Not,
             "equal" => Self::Equal,
-            "regex" => Self::Regex,
+            // `matches_regex`: the name the original's documentation gives the rule.
+            "regex" | "matches_regex" => Self::Regex,
             "any_of" => Self::AnyOf,
             "all_of" => Self::AllOf,
             "in" => Self::In,
@@ -50,15 +51,10 @@ impl Kind {
 }
 
 pub(super) fn unknown_type(at: &str, name: &str) -> Problem {
-    let hint = if name == "matches_regex" {
-        " (the regex rule's type is `regex`)"
-    } else {
-        ""
-    };
     let shown: String = name.chars().take(40).collect();
     problem(
         at,
-        format!("unknown rule type `{shown}`{hint}; expected one of {TYPES}"),
+        format!("unknown rule type `{shown}`; expected one of {TYPES}"),
     )
 }
 
@@ -71,7 +67,7 @@ mod tests {
         for name in TYPES.split(", ") {
             assert!(Kind::from_name(name).is_some(), "{name}");
         }
-        assert_eq!(Kind::from_name("matches_regex"), None);
+        assert_eq!(Kind::from_name("matches_regex"), Some(Kind::Regex));
     }
 
     #[test]

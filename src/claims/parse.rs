@@ -336,8 +336,7 @@ mod tests {
         assert_eq!(keys(&json!([3])), ["v[0]"]);
         assert_eq!(keys(&json!("not")), ["v"]);
         assert_eq!(keys(&json!(7)), ["v"]);
-        let (_, message) = &problems(&json!(["matches_regex", "a"]))[0];
-        assert!(message.contains("type is `regex`"), "{message}");
+        assert!(Rule::parse(&json!(["matches_regex", "a"]), "v").is_ok());
     }
 
     #[test]

@@ -19,7 +19,18 @@ pub fn run(config: &std::path::Path, options: &Options) -> ExitCode {
         return super::exit(1);
     };
     let mut effective = serde_json::Map::new();
-    effective.insert("jwt".into(), daemon.document.policy.redacted());
+    let policy = &daemon.document.policy;
+    if policy.keys.is_empty() && policy.published.is_none() {
+        eprintln!("JWT login: off (only the [oauth]/[oidc] login types are configured)");
+    } else {
+        effective.insert("jwt".into(), policy.redacted());
+    }
+    if let Some(oauth) = &daemon.oauth {
+        effective.insert("oauth".into(), without_nulls(oauth.redacted()));
+    }
+    if let Some(oidc) = &daemon.oidc {
+        effective.insert("oidc".into(), without_nulls(oidc.redacted()));
+    }
     match serde_json::to_value(&daemon.server) {
         Ok(server) => {
             effective.insert("server".into(), server);
@@ -43,6 +54,18 @@ pub fn run(config: &std::path::Path, options: &Options) -> ExitCode {
     }
     eprintln!("configuration OK");
     ExitCode::SUCCESS
+}
+
+/// TOML has no null: leave those keys out.
+fn without_nulls(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => map
+            .into_iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k, without_nulls(v)))
+            .collect(),
+        other => other,
+    }
 }
 
 /// Fetches the published key set once and lists its keys; false when that failed.

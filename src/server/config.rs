@@ -14,6 +14,7 @@ use super::{DEFAULT_SOCKET, tls::CertificateSource};
 use crate::{
     config::{ConfigError, Document, Origin, Problem, read_toml_file},
     keys,
+    oauth::{OAuth, Oidc},
     systemd::Listener,
 };
 
@@ -149,6 +150,10 @@ pub struct ClientTokenSource {
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
     pub document: Document,
+    /// `[oauth]`: the original module's `com.famedly.login.token.oauth`.
+    pub oauth: Option<OAuth>,
+    /// `[oidc]`: the original module's `com.famedly.login.token.oidc`.
+    pub oidc: Option<Oidc>,
     pub server: ServerSettings,
     pub listen: Vec<ListenAddr>,
     pub socket_mode: u32,
@@ -166,13 +171,41 @@ impl DaemonConfig {
         // Validate [server] and the policy together so one run reports everything.
         let server_value = value.get("server").cloned();
         let (server, mut problems) = parse_server(server_value);
-        let document = match Document::from_value(value, &["server"], origin.clone()) {
-            Ok(document) => Some(document),
-            Err(ConfigError::Invalid { problems: p, .. }) => {
-                problems.splice(0..0, p);
-                None
+        // The original module's other login types, in tables of their own.
+        let mut oauth = None;
+        let mut oidc = None;
+        if let Some(section) = value.get("oauth") {
+            match OAuth::parse(section, "oauth.") {
+                Ok(parsed) => oauth = Some(parsed),
+                Err(p) => problems.extend(p),
             }
-            Err(other) => return Err(other),
+        }
+        if let Some(section) = value.get("oidc") {
+            match Oidc::parse(section, "oidc.") {
+                Ok(parsed) => oidc = Some(parsed),
+                Err(p) => problems.extend(p),
+            }
+        }
+        const HOST_SECTIONS: [&str; 3] = ["server", "oauth", "oidc"];
+        // Only those types and no JWT key at all: JWT login is off.
+        let no_jwt = (value.get("oauth").is_some() || value.get("oidc").is_some())
+            && value
+                .as_object()
+                .is_some_and(|top| top.keys().all(|k| HOST_SECTIONS.contains(&k.as_str())));
+        let document = if no_jwt {
+            Some(Document {
+                policy: crate::Config::no_jwt_login(),
+                sections: serde_json::Map::new(),
+            })
+        } else {
+            match Document::from_value(value, &HOST_SECTIONS, origin.clone()) {
+                Ok(document) => Some(document),
+                Err(ConfigError::Invalid { problems: p, .. }) => {
+                    problems.splice(0..0, p);
+                    None
+                }
+                Err(other) => return Err(other),
+            }
         };
         let mut problem = |key: &str, message: String| {
             problems.push(Problem {
@@ -242,6 +275,8 @@ impl DaemonConfig {
         match (document, socket_mode) {
             (Some(document), Some(socket_mode)) if problems.is_empty() => Ok(Self {
                 document,
+                oauth,
+                oidc,
                 server,
                 listen,
                 socket_mode,

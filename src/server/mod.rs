@@ -9,6 +9,7 @@ mod config;
 mod conn;
 mod listen;
 mod metrics;
+mod oauth;
 mod tls;
 
 use std::{
@@ -32,6 +33,7 @@ pub use self::{
     auth::ClientToken,
     config::{DaemonConfig, ListenAddr, ServerSettings, bind, plain_tcp_refused},
     metrics::Metrics,
+    oauth::{OAuthAnswer, OtherLogins, OtherType, RegistrationAnswer, RegistrationRequest},
 };
 use self::{
     conn::{RequestClock, Transport},
@@ -85,23 +87,40 @@ pub struct RejectBody {
     pub reason: crate::RejectReason,
 }
 
-/// A policy and, when its keys are published at a URL, the fetcher that carries out its fetches.
+/// A policy and, when its keys are published at a URL, the fetcher that carries out its fetches;
+/// and the other login types.
 #[derive(Debug)]
 pub struct Policy {
     verifier: Verifier,
     fetcher: Option<Fetcher>,
+    others: OtherLogins,
 }
 
 impl Policy {
     /// The verifier for `config`, with an HTTPS client when its keys are fetched, which counts
     /// its fetches in `metrics`.
     pub fn new(config: crate::Config, metrics: &Arc<Metrics>) -> Result<Self, FetcherError> {
+        Self::with_others(config, None, None, metrics)
+    }
+
+    /// [`Self::new`] with the `oauth` and `oidc` login types.
+    pub fn with_others(
+        config: crate::Config,
+        oauth: Option<crate::oauth::OAuth>,
+        oidc: Option<crate::oauth::Oidc>,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, FetcherError> {
         let verifier = Verifier::new(config);
         let fetcher = verifier
             .remote_keys()
             .map(|r| Fetcher::new(r).map(|f| f.with_metrics(Arc::clone(metrics))))
             .transpose()?;
-        Ok(Self { verifier, fetcher })
+        let others = OtherLogins::new(oauth, oidc, metrics)?;
+        Ok(Self {
+            verifier,
+            fetcher,
+            others,
+        })
     }
 
     /// Verifies a login, fetching published keys first when the cache asks for it.
@@ -171,6 +190,14 @@ pub fn configure(shared: Arc<Shared>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(web::Data::from(shared))
             .service(web::resource("/v1/verify").route(web::post().to(verify)))
+            .service(web::resource("/v1/oauth/verify").route(web::post().to(oauth_verify)))
+            .service(
+                web::resource("/v1/oauth/registration").route(web::post().to(oauth_registration)),
+            )
+            .service(web::resource("/v1/oidc/verify").route(web::post().to(oidc_verify)))
+            .service(
+                web::resource("/v1/login-metadata/{name}").route(web::get().to(login_metadata)),
+            )
             .service(web::resource("/healthz").route(web::get().to(healthz)))
             .service(web::resource("/metrics").route(web::get().to(metrics)));
     }
@@ -322,6 +349,142 @@ async fn verify(
     }
 }
 
+/// Reads an authorized request's JSON body, or the error answer.
+async fn authorized_body<T: serde::de::DeserializeOwned>(
+    request: &HttpRequest,
+    shared: &Shared,
+    payload: web::Payload,
+) -> Result<T, HttpResponse> {
+    if !shared.authorized(request) {
+        tracing::warn!(target: "synapse_token_auth::audit", result = "unauthorized", "request without the client token refused");
+        return Err(unauthorized(shared));
+    }
+    let body = read_body(request, shared, payload).await?;
+    let parsed = match serde_json::from_slice::<Value>(&body) {
+        Ok(value @ Value::Object(_)) => serde_json::from_value(value).map_err(|e| e.to_string()),
+        Ok(other) => Err(format!(
+            "expected a JSON object, found {}",
+            crate::config::kind(&other)
+        )),
+        Err(err) => Err(err.to_string()),
+    };
+    parsed.map_err(|err| {
+        error(
+            shared,
+            HttpResponse::BadRequest(),
+            &format!("invalid request body: {err}"),
+        )
+    })
+}
+
+fn not_configured(shared: &Shared, what: &str) -> HttpResponse {
+    error(
+        shared,
+        HttpResponse::NotFound(),
+        &format!("the `{what}` login type is not configured"),
+    )
+}
+
+/// A refused `oauth`/`oidc` login: 403 with the reason; an endpoint that failed is logged at
+/// WARN with its detail (an operator's problem), a client's token at INFO.
+fn refused(
+    shared: &Shared,
+    login_type: &str,
+    request: &VerifyRequest,
+    (reason, detail): (crate::RejectReason, String),
+    received: Instant,
+) -> HttpResponse {
+    shared.metrics.decided(Some(reason), received.elapsed());
+    let user_id = qualified(&request.user, &request.server_name);
+    if reason == crate::RejectReason::IntrospectionFailed {
+        tracing::warn!(target: "synapse_token_auth::audit", user_id = %user_id, result = "rejected",
+            reason = reason.as_str(), detail = %printable(&detail), "{login_type} login refused");
+    } else {
+        tracing::info!(target: "synapse_token_auth::audit", user_id = %user_id, result = "rejected",
+            reason = reason.as_str(), "{login_type} login rejected");
+    }
+    HttpResponse::Forbidden().json(RejectBody { reason })
+}
+
+async fn oauth_verify(
+    request: HttpRequest,
+    shared: web::Data<Shared>,
+    payload: web::Payload,
+) -> HttpResponse {
+    other_login(OtherType::OAuth, request, shared, payload).await
+}
+
+async fn oidc_verify(
+    request: HttpRequest,
+    shared: web::Data<Shared>,
+    payload: web::Payload,
+) -> HttpResponse {
+    other_login(OtherType::Oidc, request, shared, payload).await
+}
+
+async fn other_login(
+    kind: OtherType,
+    request: HttpRequest,
+    shared: web::Data<Shared>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let received = Instant::now();
+    let login: VerifyRequest = match authorized_body(&request, &shared, payload).await {
+        Ok(login) => login,
+        Err(response) => return response,
+    };
+    let policy = shared.policy.load_full();
+    match policy
+        .others
+        .verify(kind, &login.token, &login.user, &login.server_name)
+        .await
+    {
+        None => not_configured(&shared, kind.section()),
+        Some(Ok((user_id, answer))) => {
+            shared.metrics.decided(None, received.elapsed());
+            tracing::info!(target: "synapse_token_auth::audit", user_id = %user_id,
+                result = "accepted", "{} login accepted", kind.name());
+            HttpResponse::Ok().json(answer)
+        }
+        Some(Err(failed)) => refused(&shared, kind.name(), &login, failed, received),
+    }
+}
+
+async fn oauth_registration(
+    request: HttpRequest,
+    shared: web::Data<Shared>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let call: RegistrationRequest = match authorized_body(&request, &shared, payload).await {
+        Ok(call) => call,
+        Err(response) => return response,
+    };
+    let user_id = printable(&call.user_id).into_owned();
+    let policy = shared.policy.load_full();
+    match policy.others.registration(call).await {
+        None => not_configured(&shared, "oauth"),
+        Some(answer) => {
+            if !answer.delivered {
+                tracing::warn!(target: "synapse_token_auth::audit", user_id = %user_id,
+                    detail = %printable(&answer.detail), "registration webhook failed");
+            }
+            HttpResponse::Ok().json(answer)
+        }
+    }
+}
+
+/// The metadata resources are public (the module serves them to anyone), so no client token.
+async fn login_metadata(name: web::Path<String>, shared: web::Data<Shared>) -> HttpResponse {
+    match shared.policy.load().others.metadata(&name) {
+        Some(document) => HttpResponse::Ok().json(document),
+        None => error(
+            &shared,
+            HttpResponse::NotFound(),
+            "no such metadata resource",
+        ),
+    }
+}
+
 fn qualified<'a>(user: &'a str, server_name: &str) -> Cow<'a, str> {
     if user.starts_with('@') {
         printable(user)
@@ -413,7 +576,8 @@ pub async fn run(
 
     let request_timeout = Duration::from_millis(config.server.request_timeout_ms);
     let metrics = Arc::new(Metrics::new());
-    let policy = Policy::new(config.document.policy, &metrics).map_err(io::Error::other)?;
+    let policy = Policy::with_others(config.document.policy, config.oauth, config.oidc, &metrics)
+        .map_err(io::Error::other)?;
     let shared = Shared::new(policy, config.client_token, request_timeout, metrics);
     let resolver = config.tls.as_ref().map(CertificateResolver::new);
     let tls = match &resolver {
@@ -480,7 +644,12 @@ fn try_reload(shared: &Shared, resolver: Option<&CertificateResolver>, path: &Pa
             );
             false
         }
-        Ok(config) => match Policy::new(config.document.policy, &shared.metrics) {
+        Ok(config) => match Policy::with_others(
+            config.document.policy,
+            config.oauth,
+            config.oidc,
+            &shared.metrics,
+        ) {
             Ok(policy) => {
                 if let (Some(resolver), Some(certificate)) = (resolver, &config.tls) {
                     resolver.replace(certificate);

@@ -16,6 +16,10 @@ from urllib.parse import urlsplit
 
 from synapse_token_auth import _native
 
+JWT_LOGIN_TYPE = "com.famedly.login.token"
+#: Every login type the module serves.
+LOGIN_TYPES = (JWT_LOGIN_TYPE, "com.famedly.login.token.oauth", "com.famedly.login.token.oidc")
+
 #: Default time to wait for the daemon, in seconds.
 DEFAULT_DAEMON_TIMEOUT = 5.0
 #: Longest accepted wait; a login should never hang for minutes.
@@ -47,18 +51,24 @@ class DaemonEndpoint:
     ca_certificates: tuple[bytes, ...] = ()
     #: Sent as ``Authorization: Bearer``; kept out of reprs.
     client_token: str | None = field(default=None, repr=False)
+    #: The login types the daemon verifies for this module (`login_types`).
+    login_types: tuple[str, ...] = (JWT_LOGIN_TYPE,)
 
 
 @dataclass(frozen=True)
 class ModuleConfig:
-    """Exactly one of ``verifier`` (embedded mode) and ``daemon`` (daemon mode) is set."""
+    """JWT login (``com.famedly.login.token``) is verified by ``verifier`` (embedded mode) or
+    the daemon at ``daemon`` (daemon mode), or is off when neither is set; ``oauth`` and ``oidc``
+    are the original module's other login types, when configured."""
 
     verifier: _native.Verifier | None
     daemon: DaemonEndpoint | None
+    oauth: _native.OAuth | None = None
+    oidc: _native.Oidc | None = None
 
     @property
     def mode(self) -> str:
-        return "embedded" if self.verifier is not None else "daemon"
+        return "daemon" if self.daemon is not None else "embedded"
 
 
 def parse(config: Any) -> ModuleConfig:
@@ -67,8 +77,22 @@ def parse(config: Any) -> ModuleConfig:
         config = {}
     if not isinstance(config, dict):
         raise _config_error("the module config must be a mapping of keys")
+    if config.get("epa"):
+        raise _config_error(
+            "`epa`: the original module's ePA login type (encrypted JWE tokens) is not supported; remove the section"
+        )
+    config = {k: v for k, v in config.items() if k != "epa"}
+    # As the original, a section that is present but empty (`oauth:` or `oauth: null`) is off.
+    sections = {name: config.pop(name) for name in ("oauth", "oidc") if name in config}
+    oauth = _parse_section(_native.OAuth, sections.get("oauth"))
+    oidc = _parse_section(_native.Oidc, sections.get("oidc"))
     if "verifier" in config:
-        return ModuleConfig(verifier=None, daemon=_parse_daemon(config))
+        # JWT login through the daemon; `oauth` and `oidc` logins still run in this process.
+        in_process = tuple(name for name, section in (("oauth", oauth), ("oidc", oidc)) if section is not None)
+        return ModuleConfig(verifier=None, daemon=_parse_daemon(config, in_process), oauth=oauth, oidc=oidc)
+    if (oauth is not None or oidc is not None) and not any(v is not None for v in config.values()):
+        # Only the other login types (a `jwt:` left empty counts as absent, as in the original).
+        return ModuleConfig(verifier=None, daemon=None, oauth=oauth, oidc=oidc)
     policy = config.get("jwt") if isinstance(config.get("jwt"), dict) else config
     if "jwks_ca_file" in policy:
         # Synapse's own HTTP client fetches the keys in embedded mode, with Synapse's trust store.
@@ -80,16 +104,28 @@ def parse(config: Any) -> ModuleConfig:
         verifier = _native.Verifier(json.dumps(config))
     except (TypeError, ValueError) as e:
         raise _config_error(str(e)) from None
-    return ModuleConfig(verifier=verifier, daemon=None)
+    return ModuleConfig(verifier=verifier, daemon=None, oauth=oauth, oidc=oidc)
 
 
-_DAEMON_KEYS = ("socket", "url", "timeout_seconds", "ca_file", "client_token_file")
+def _parse_section(kind: Any, section: Any) -> Any:
+    """The core's object for an `oauth` or `oidc` section, or None when it is absent or empty."""
+    if not section:
+        return None
+    try:
+        return kind(json.dumps(section))
+    except (TypeError, ValueError) as e:
+        raise _config_error(str(e)) from None
+
+
+_DAEMON_KEYS = ("socket", "url", "timeout_seconds", "ca_file", "client_token_file", "login_types")
 _PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL)
 # What a Bearer credential may hold without quoting (RFC 6750 b64token is a subset).
 _CLIENT_TOKEN = re.compile(r"[\x21-\x7e]+")
 
 
-def _parse_daemon(config: dict[str, Any]) -> DaemonEndpoint:
+def _parse_daemon(config: dict[str, Any], in_process: tuple[str, ...] = ()) -> DaemonEndpoint:
+    """The `verifier` section; `in_process` names the sections (`oauth`, `oidc`) this process
+    verifies itself."""
     problems = []
     others = sorted(k for k in config if k != "verifier")
     if others:
@@ -147,12 +183,29 @@ def _parse_daemon(config: dict[str, Any]) -> DaemonEndpoint:
         if problem:
             problems.append(f"`verifier.client_token_file`: {problem}")
 
+    login_types = section.get("login_types", [JWT_LOGIN_TYPE])
+    if (
+        not isinstance(login_types, list)
+        or not login_types
+        or not all(t in LOGIN_TYPES for t in login_types)
+        or len(set(login_types)) != len(login_types)
+    ):
+        problems.append(f"`verifier.login_types`: expected a list of login types out of {', '.join(LOGIN_TYPES)}")
+        login_types = [JWT_LOGIN_TYPE]
+    for name, login_type in (("oauth", LOGIN_TYPES[1]), ("oidc", LOGIN_TYPES[2])):
+        if login_type in login_types and name in in_process:
+            problems.append(
+                f"`{name}`: the daemon verifies {login_type} (`verifier.login_types`); its section "
+                "belongs in the daemon's config.toml, remove it here"
+            )
+
     if problems:
         raise _config_error(
             "invalid configuration in the `config` of the synapse_token_auth module in "
             "homeserver.yaml: " + "; ".join(problems)
         )
     return DaemonEndpoint(
+        login_types=tuple(login_types),
         socket=socket,
         url=url.rstrip("/") if url else None,
         timeout=float(timeout),

@@ -49,6 +49,8 @@ MAX_IDLE_CONNECTIONS = 8
 #: A connection idle for longer is closed instead of reused: the daemon ends its own after 30 s,
 #: and a request must not cross that close.
 IDLE_SECONDS = 20.0
+#: The daemon's routes (``call``): nothing that could end the request line.
+_PATH = re.compile(r"/[A-Za-z0-9._~/-]*")
 #: A chunk-size line (hex size and any extensions).
 _MAX_CHUNK_LINE = 1024
 
@@ -75,28 +77,29 @@ class _NoAnswerError(Exception):
 
 
 class DaemonClient:
-    """POSTs to the daemon's ``/v1/verify`` over a small pool of kept-alive connections."""
+    """Asks the daemon (``/v1/verify``, and other routes through ``call``) over a small pool of
+    kept-alive connections."""
 
     def __init__(self, endpoint: DaemonEndpoint, make_deferred_yieldable: Any = None) -> None:
         self._timeout = endpoint.timeout
         if endpoint.socket is not None:
             self._connector: IStreamClientEndpoint = UNIXClientEndpoint(reactor, endpoint.socket)
-            host, path = "verifier", "/v1/verify"
+            host, self._prefix = "verifier", ""
         else:
             assert endpoint.url is not None
-            self._connector, host, path = _tcp_endpoint(endpoint)
-        head = [
-            f"POST {path} HTTP/1.1",
-            f"Host: {host}",
+            self._connector, host, self._prefix = _tcp_endpoint(endpoint)
+        fields = [
+            "Host: " + host,
             "User-Agent: synapse-token-auth",
-            "Content-Type: application/json",
             "Accept: application/json",
             "Connection: keep-alive",
         ]
         if endpoint.client_token is not None:
-            head.append(f"Authorization: Bearer {endpoint.client_token}")
-        # The Content-Length value and the end of the head follow per request.
-        self._head = ("\r\n".join(head) + "\r\nContent-Length: ").encode("ascii")
+            fields.append(f"Authorization: Bearer {endpoint.client_token}")
+        # After the request line, before the request's own fields.
+        self._fields = "".join(f"{field}\r\n" for field in fields).encode("ascii")
+        # A verify request's head up to its Content-Length value, built once.
+        self._verify_head = self._head(b"POST", "/v1/verify") + b"Content-Type: application/json\r\nContent-Length: "
         self._idle: list[_Connection] = []
         self._factory = _ConnectionFactory(self)
         self.description = endpoint.socket or endpoint.url or ""
@@ -106,14 +109,48 @@ class DaemonClient:
     async def verify(self, token: str, user: str, server_name: str) -> dict[str, Any]:
         """The daemon's verdict as a dict; raises DaemonUnavailableError when there is none."""
         body = json.dumps({"token": token, "user": user, "server_name": server_name}).encode()
-        call = _Call(self, self._head + b"%d\r\n\r\n" % len(body) + body)
+        status, payload = await self._exchange(self._verify_head + b"%d\r\n\r\n" % len(body) + body)
+        return _parse_answer(status, payload)
+
+    async def call(
+        self, path: str, body: dict[str, Any] | None, *, repeatable: bool = True
+    ) -> tuple[int, dict[str, Any]]:
+        """POSTs ``body`` as JSON (GETs without one) to the daemon's ``path``: the status and the
+        JSON object answered. Raises DaemonUnavailableError without one (as ``verify`` does). A
+        request that is not ``repeatable`` (the daemon acts on it beyond answering, such as calling
+        the registration webhook) goes on a new connection and is never retried."""
+        if not _PATH.fullmatch(path):
+            raise ValueError(f"not a daemon path: {path!r}")
+        if body is None:
+            request = self._head(b"GET", path) + b"\r\n"
+        else:
+            data = json.dumps(body).encode()
+            request = self._head(b"POST", path)
+            request += b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(data) + data
+        status, payload = await self._exchange(request, repeatable)
+        if status == 401:
+            raise DaemonUnavailableError(
+                "daemon_error", "HTTP 401: the daemon refused the client credential (`verifier.client_token_file`)"
+            )
         try:
-            status, payload = await self._yieldable(call.done)
+            answer = json.loads(payload)
+        except ValueError:
+            raise DaemonUnavailableError("daemon_error", f"HTTP {status} with a body that is not JSON") from None
+        if not isinstance(answer, dict):
+            raise DaemonUnavailableError("daemon_error", f"HTTP {status} with an unexpected body")
+        return status, answer
+
+    def _head(self, method: bytes, path: str) -> bytes:
+        return b"%s %s HTTP/1.1\r\n" % (method, (self._prefix + path).encode("ascii")) + self._fields
+
+    async def _exchange(self, request: bytes, repeatable: bool = True) -> tuple[int, bytes]:
+        call = _Call(self, request, repeatable)
+        try:
+            return await self._yieldable(call.done)
         except DaemonUnavailableError:
             raise
         except Exception as e:  # anything unforeseen (or Synapse cancelling the login) fails closed
             raise DaemonUnavailableError("daemon_unavailable", f"{type(e).__name__}: {e}") from None
-        return _parse_answer(status, payload)
 
     # --- the pool ----------------------------------------------------------------------------
 
@@ -146,7 +183,7 @@ class DaemonClient:
 
 
 def _tcp_endpoint(endpoint: DaemonEndpoint) -> tuple[IStreamClientEndpoint, str, str]:
-    """(endpoint, Host header, request path) for a `verifier.url`."""
+    """(endpoint, Host header, path prefix of the daemon's routes) for a `verifier.url`."""
     assert endpoint.url is not None
     parts = urlsplit(endpoint.url)
     assert parts.hostname is not None
@@ -169,8 +206,8 @@ def _tcp_endpoint(endpoint: DaemonEndpoint) -> tuple[IStreamClientEndpoint, str,
         # Only the configured CAs, and the certificate must name the URL's host (SNI for a name).
         trust = trustRootFromCertificates([Certificate.loadPEM(pem) for pem in endpoint.ca_certificates])
         connector = wrapClientTLS(optionsForClientTLS(host, trustRoot=trust), connector)
-    path = quote((parts.path or "") + "/v1/verify", safe="/%:@!$&'()*+,;=-._~")
-    return connector, parts.netloc, path
+    prefix = quote(parts.path or "", safe="/%:@!$&'()*+,;=-._~")
+    return connector, parts.netloc, prefix
 
 
 class _Call:
@@ -178,17 +215,17 @@ class _Call:
     more on a new connection when a pooled one turns out to have been closed by the daemon before
     it answered. `done` fires with (status, body) or fails with DaemonUnavailableError."""
 
-    def __init__(self, client: DaemonClient, request: bytes) -> None:
+    def __init__(self, client: DaemonClient, request: bytes, repeatable: bool) -> None:
         self._client = client
         self._request = request
         self.done: defer.Deferred = defer.Deferred(self._cancel)
         self._connecting: defer.Deferred | None = None
         self._connection: _Connection | None = None
         self._reused = False
-        self._retried = False
+        self._retried = not repeatable
         self._over = False
         self._timer = reactor.callLater(client._timeout, self._timed_out)
-        connection = client._take_idle()
+        connection = client._take_idle() if repeatable else None
         if connection is not None:
             self._send(connection, reused=True)
         else:

@@ -17,13 +17,15 @@ from synapse_token_auth import _native
 
 #: Codes the module itself gives: refusals of the client's login, and failures an operator has
 #: to look at (docs/configuration.md, "Reason codes").
-MODULE_REJECT_REASONS = ("unknown_user", "guest_account", "appservice_user", "token_replayed")
+MODULE_REJECT_REASONS = ("unknown_user", "guest_account", "appservice_user", "token_replayed", "external_id_mismatch")
 ERROR_REASONS = (
     "daemon_unavailable",
     "daemon_timeout",
     "daemon_error",
     "internal_error",
     "replay_store_unavailable",
+    "introspection_failed",
+    "registration_webhook_failed",
 )
 REJECT_REASONS = (*_native.reject_reasons(), *MODULE_REJECT_REASONS)
 #: The ``reason`` of a rejection whose code is not on the list (a newer daemon's, say).
@@ -99,4 +101,5 @@ def key_fetched(ok: bool) -> None:
     KEY_FETCHES.labels("ok" if ok else "failed").inc()
 
 
-_init("com.famedly.login.token")
+for _login_type in ("com.famedly.login.token", "com.famedly.login.token.oauth", "com.famedly.login.token.oidc"):
+    _init(_login_type)

@@ -10,6 +10,7 @@ the user and a reason code; nothing ever raises into Synapse.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -17,12 +18,14 @@ from typing import Any
 
 from synapse.module_api import ModuleApi, make_deferred_yieldable
 from synapse.module_api.errors import SynapseError
+from twisted.web import resource
 
 from synapse_token_auth import _native, claims, metrics
 from synapse_token_auth import config as config_module
 from synapse_token_auth import verdict as verdict_module
 from synapse_token_auth.daemon_client import DaemonClient, DaemonUnavailableError
 from synapse_token_auth.logtext import printable, qualified
+from synapse_token_auth.oauth import OAUTH_LOGIN_TYPE, OIDC_LOGIN_TYPE, InProcess, OAuthLogins, ViaDaemon
 from synapse_token_auth.published import KeyFetcher
 from synapse_token_auth.replay import ReplayStoreUnavailableError, UsedTokens
 from synapse_token_auth.reserved import ReservedAccounts, ReservedCheckUnavailableError
@@ -56,14 +59,50 @@ class TokenAuthenticator:
             else None
         )
         self._reserved = ReservedAccounts(api)
+        daemon_types = config.daemon.login_types if config.daemon is not None else ()
+        jwt_login = config.verifier is not None or LOGIN_TYPE in daemon_types
         # Single-use tokens: in embedded mode the policy says whether they are on; in daemon mode
         # only the daemon knows, so the (small, empty) table is there for its verdicts to use.
-        self._used_tokens = UsedTokens(api) if config.verifier is None or config.verifier.single_use_tokens else None
-        api.register_password_auth_provider_callbacks(auth_checkers={(LOGIN_TYPE, LOGIN_FIELDS): self.check_auth})
+        self._used_tokens = (
+            UsedTokens(api)
+            if daemon_types
+            or (config.verifier is not None and config.verifier.single_use_tokens)
+            or (config.oauth is not None and config.oauth.single_use_tokens)
+            else None
+        )
+        in_process = InProcess(api, make_deferred_yieldable, config.oauth, config.oidc)
+        via_daemon = ViaDaemon(self._daemon, api.server_name) if self._daemon is not None else None
+        oauth_source = via_daemon if OAUTH_LOGIN_TYPE in daemon_types else in_process if config.oauth else None
+        oidc_source = via_daemon if OIDC_LOGIN_TYPE in daemon_types else in_process if config.oidc else None
+        self._others = OAuthLogins(api, self._reserved, oauth_source, oidc_source, self._used_tokens)
+        checkers: dict[tuple[str, tuple[str, ...]], Any] = {}
+        if jwt_login:
+            checkers[(LOGIN_TYPE, LOGIN_FIELDS)] = self.check_auth
+        if oauth_source is not None:
+            checkers[(OAUTH_LOGIN_TYPE, LOGIN_FIELDS)] = self.check_oauth
+        if config.oauth is not None:
+            _require_external_id_reader(api, config.oauth.check_external_id)
+            if config.oauth.metadata_resource is not None:
+                metadata = json.loads(config.oauth.metadata_resource)
+                api.register_web_resource(f"/_famedly/login/{metadata['name']}", MetadataResource(metadata))
+        if oidc_source is not None:
+            checkers[(OIDC_LOGIN_TYPE, LOGIN_FIELDS)] = self.check_oidc_auth
+        if config.oidc is not None:
+            api.register_web_resource(
+                f"/_famedly/login/{OIDC_LOGIN_TYPE}", MetadataResource(json.loads(config.oidc.metadata()))
+            )
+        if via_daemon is not None and (oauth_source is via_daemon or oidc_source is via_daemon):
+            # The daemon knows the metadata resources: any name under /_famedly/login/ is asked.
+            api.register_web_resource("/_famedly/login", DaemonMetadata(self._daemon))
+        api.register_password_auth_provider_callbacks(auth_checkers=checkers)
         if config.verifier is not None:
             logger.info("JWT login enabled (embedded verifier): %s", config.verifier.effective_config())
-        else:
-            logger.info("JWT login enabled (verifier daemon at %s)", self._daemon.description if self._daemon else "?")
+        elif self._daemon is not None:
+            logger.info("JWT login enabled (verifier daemon at %s)", self._daemon.description)
+        if config.oauth is not None:
+            logger.info("OAuth login enabled: %s", config.oauth.effective_config())
+        if config.oidc is not None:
+            logger.info("OIDC login enabled: %s", config.oidc.metadata())
 
     @staticmethod
     def parse_config(config: Any) -> config_module.ModuleConfig:
@@ -83,6 +122,14 @@ class TokenAuthenticator:
 
     # The original module's method name, for code that calls it directly.
     check_jwt_auth = check_auth
+
+    async def check_oauth(self, username: str, login_type: str, login_dict: dict[str, Any]) -> CheckAuthResult:
+        """The ``com.famedly.login.token.oauth`` login type (``oauth.py``). Never raises."""
+        return await self._others.check_oauth(username, login_type, login_dict)
+
+    async def check_oidc_auth(self, username: str, login_type: str, login_dict: dict[str, Any]) -> CheckAuthResult:
+        """The ``com.famedly.login.token.oidc`` login type (``oauth.py``). Never raises."""
+        return await self._others.check_oidc(username, login_type, login_dict)
 
     @property
     def _server_name(self) -> str:
@@ -246,3 +293,74 @@ def _input_problem(username: Any, token: Any) -> str | None:
     if not _COMPACT_JWS.fullmatch(token):
         return "malformed_token"
     return None
+
+
+class MetadataResource(resource.Resource):
+    """A JSON document for clients, served as the original serves it (``/_famedly/login/…``)."""
+
+    isLeaf = True  # noqa: N815 (Twisted's name)
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        super().__init__()
+        self._body = json.dumps(document).encode("utf-8")
+
+    def render_GET(self, request: Any) -> bytes:  # noqa: N802 (Twisted's name)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"access-control-allow-origin", b"*")
+        return self._body
+
+
+def _require_external_id_reader(api: ModuleApi, required: bool) -> None:
+    """``check_external_id`` reads the account's external ids from Synapse's store, which
+    ModuleApi does not offer; a Synapse without that method must fail at start-up, not let every
+    existing account in unchecked. (With the daemon, whether the check is on is only known per
+    login: its absence then refuses those logins, `internal_error`.)"""
+    store = getattr(api, "_store", None)
+    if required and not callable(getattr(store, "get_external_ids_by_user", None)):
+        raise config_module.ConfigError(
+            "`oauth.check_external_id`: this Synapse does not offer the account's external ids "
+            "(store.get_external_ids_by_user); set `check_external_id: false` to log in without the check"
+        )
+
+
+class DaemonMetadata(resource.Resource):
+    """``/_famedly/login/NAME`` in daemon mode: the daemon's ``/v1/login-metadata/NAME``."""
+
+    def __init__(self, client: DaemonClient) -> None:
+        super().__init__()
+        self._client = client
+
+    def getChild(self, path: bytes, request: Any) -> resource.Resource:  # noqa: N802 (Twisted's name)
+        return _DaemonMetadataDocument(self._client, path.decode("utf-8", "replace"))
+
+
+class _DaemonMetadataDocument(resource.Resource):
+    isLeaf = True  # noqa: N815 (Twisted's name)
+
+    def __init__(self, client: DaemonClient, name: str) -> None:
+        super().__init__()
+        self._client = client
+        self._name = name
+
+    def render_GET(self, request: Any) -> Any:  # noqa: N802 (Twisted's name)
+        from twisted.internet import defer
+        from twisted.web.server import NOT_DONE_YET
+
+        async def answer() -> None:
+            status, body = 404, {"errcode": "M_NOT_FOUND", "error": "no such resource"}
+            if re.fullmatch(r"[A-Za-z0-9._-]+", self._name):
+                try:
+                    found, document = await self._client.call(f"/v1/login-metadata/{self._name}", None)
+                    if found == 200:
+                        status, body = 200, document
+                except Exception as e:
+                    logger.warning("metadata resource %s: the daemon gave no answer (%s)", self._name, e)
+                    status, body = 502, {"errcode": "M_UNKNOWN", "error": "verifier daemon unavailable"}
+            request.setResponseCode(status)
+            request.setHeader(b"content-type", b"application/json")
+            request.setHeader(b"access-control-allow-origin", b"*")
+            request.write(json.dumps(body).encode("utf-8"))
+            request.finish()
+
+        defer.ensureDeferred(answer())
+        return NOT_DONE_YET

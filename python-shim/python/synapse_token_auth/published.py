@@ -10,12 +10,12 @@ Synapse or hold a login longer than the fetch timeout plus a second.
 from __future__ import annotations
 
 import logging
-from io import BytesIO
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer, reactor
 
-from synapse_token_auth import _native, metrics
+from synapse_token_auth import _native, metrics, outbound
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ class KeyFetcher:
     """Verifies logins with a policy whose keys are fetched: one per module instance, so one
     cache and one fetch at a time per Synapse process."""
 
-    def __init__(self, verifier: _native.Verifier, api: Any, make_deferred_yieldable: Any) -> None:
+    def __init__(self, verifier: _native.Verifier | _native.OAuth, api: Any, make_deferred_yieldable: Any) -> None:
         self._verifier = verifier
         self._api = api
         self._yieldable = make_deferred_yieldable
@@ -34,7 +34,15 @@ class KeyFetcher:
 
     async def verify(self, token: str, user: str, server_name: str) -> dict[str, Any]:
         """The verdict, as ``_native.Verifier.verify`` returns it, fetching keys when needed."""
-        kind, value, refresh = self._verifier.login(token, user, server_name)
+        return await self.decide(
+            lambda: self._verifier.login(token, user, server_name),
+            lambda: self._verifier.verify(token, user, server_name),
+        )
+
+    async def decide(self, login: Callable[[], tuple[str, Any, Any]], verify: Callable[[], Any]) -> Any:
+        """Runs ``login`` (the core's ``("done" | "fetch" | "wait", value, refresh)`` step) and
+        carries out the fetch it asks for, then decides with ``verify``."""
+        kind, value, refresh = login()
         if kind == "done":
             if refresh is not None:
                 self._background(refresh)
@@ -45,7 +53,7 @@ class KeyFetcher:
             await self._wait()
         # With what the fetch brought: never a second fetch, so a login waits at most one
         # fetch timeout.
-        return self._verifier.verify(token, user, server_name)
+        return verify()
 
     def _background(self, request: _native.FetchRequest) -> None:
         run = getattr(self._api, "run_as_background_process", None)
@@ -89,47 +97,10 @@ class KeyFetcher:
     async def _fetch(self, request: _native.FetchRequest) -> dict[str, Any]:
         """One GET through Synapse's client, bounded in time and size; the keyword arguments of
         ``Verifier.fetched``."""
-        from synapse.module_api import run_in_background
-
-        fetching = run_in_background(self._get, request)
-        fetching.addTimeout(request.timeout_seconds, reactor)
-        try:
-            return await self._yieldable(fetching)
-        except defer.TimeoutError:
-            return {"error": f"no answer within {request.timeout_seconds} s"}
-        except Exception as e:  # connection refused, TLS, DNS, ...
-            return {"error": f"{type(e).__name__}: {e}"}
-
-    async def _get(self, request: _native.FetchRequest) -> dict[str, Any]:
-        from synapse.http.client import BodyExceededMaxSize, read_body_with_max_size
-
-        response = await self._api.http_client.request("GET", request.url)
-        # Synapse's client follows redirects by itself: an answer that came through one is not
-        # used, so keys come only from the configured origin.
-        if getattr(response, "previousResponse", None) is not None or 300 <= response.code < 400:
-            response.deliverBody(_Discard())
-            return {"error": f"redirected (HTTP {response.code}); redirects are not followed"}
-        body = BytesIO()
-        try:
-            await self._yieldable(read_body_with_max_size(response, body, request.max_bytes))
-        except BodyExceededMaxSize:
-            return {"error": f"the answer is larger than {request.max_bytes} bytes"}
-        cache_control = response.headers.getRawHeaders(b"cache-control")
-        return {
-            "status": response.code,
-            "cache_control": b", ".join(cache_control).decode("latin-1") if cache_control else None,
-            "body": body.getvalue(),
-        }
-
-
-class _Discard:
-    """Reads and drops a body we will not use, so the connection can be reused or closed."""
-
-    def makeConnection(self, transport: Any) -> None:  # noqa: N802 (Twisted's name)
-        transport.stopProducing()
-
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        pass
-
-    def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
-        pass
+        return await outbound.send(
+            self._api,
+            self._yieldable,
+            request.url,
+            timeout_seconds=request.timeout_seconds,
+            max_bytes=request.max_bytes,
+        )
