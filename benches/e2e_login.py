@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
 """End-to-end login against real Synapse servers, side by side: our module (embedded and daemon
 mode), the original Python module (synapse-token-authenticator from PyPI) and Synapse's built-in
-JWT login (`jwt_config`). All four servers run at once (SQLite, loopback, relaxed rate limits)
-and are measured in interleaved rounds, so machine noise hits all alike.
+JWT login (`jwt_config`). All servers run at once (SQLite, loopback, relaxed rate limits) and
+take their logins in turn, one login each in a random order, so machine noise hits all alike and
+differences of a few tenths of a millisecond stand out.
 
     e2e_login.py --python-ours VENV/bin/python --python-original VENV2/bin/python --bin DAEMON
-                 [--rounds 5] [--seconds 3] [--json out.json]
+                 [--rounds 10] [--seconds 3] [--json out.json] [--daemon-client LABEL=DIR ...]
+
+`--daemon-client LABEL=DIR` adds a daemon-mode server "ours, daemon, LABEL" whose Python finds
+the `synapse_token_auth` package in DIR first (another build of the module, e.g. an earlier
+daemon client), measured side by side with the others.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -45,14 +51,20 @@ class Server:
         module: str,
         extra=None,
         login_type: str = "com.famedly.login.token",
+        pythonpath: str | None = None,
     ) -> None:
         self.name, self.port, self.login_type = name, port, login_type
         directory.mkdir(parents=True)
         config = homeserver_config.write(directory, port, module_config, module=module, extra=extra)
         self.shared = json.loads(config.read_text())["registration_shared_secret"]
         self.log = open(directory / "stdout.log", "wb")
+        env = {**os.environ, "PYTHONPATH": pythonpath} if pythonpath else None
         self.process = subprocess.Popen(
-            [python, "-m", "synapse.app.homeserver", "-c", str(config)], cwd=directory, stdout=self.log, stderr=self.log
+            [python, "-m", "synapse.app.homeserver", "-c", str(config)],
+            cwd=directory,
+            stdout=self.log,
+            stderr=self.log,
+            env=env,
         )
 
     def connection(self) -> http.client.HTTPConnection:
@@ -104,10 +116,24 @@ def main() -> int:
     parser.add_argument("--python-ours", required=True)
     parser.add_argument("--python-original", required=True)
     parser.add_argument("--bin", required=True)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--logins", type=int, default=40, help="accepted logins per server per round")
     parser.add_argument("--seconds", type=float, default=3.0, help="per server and client count, for logins/s")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--order",
+        choices=("login", "block"),
+        default="login",
+        help="login: every login goes to each server in turn (default); block: each server takes its logins of "
+        "a round in a row, as earlier reports measured",
+    )
+    parser.add_argument(
+        "--daemon-client",
+        action="append",
+        default=[],
+        metavar="LABEL=DIR",
+        help="an extra daemon-mode server with the synapse_token_auth package from DIR",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="sta-e2e-"))
@@ -117,15 +143,24 @@ def main() -> int:
         [args.bin, "-c", str(work / "daemon.toml"), "serve"], stderr=open(work / "daemon.log", "wb")
     )
     ports = iter(range(28100 + random.randrange(500), 65000))
-    # (name, python, module config, module, extra settings, login type)
+    # (name, python, module config, module, extra settings, login type, PYTHONPATH)
     setups = [
-        ("ours, embedded", args.python_ours, {"secret": SECRET}, homeserver_config.MODULE, None, None),
-        ("ours, daemon", args.python_ours, {"verifier": {"socket": str(sock)}}, homeserver_config.MODULE, None, None),
+        ("ours, embedded", args.python_ours, {"secret": SECRET}, homeserver_config.MODULE, None, None, None),
+        (
+            "ours, daemon",
+            args.python_ours,
+            {"verifier": {"socket": str(sock)}},
+            homeserver_config.MODULE,
+            None,
+            None,
+            None,
+        ),
         (
             "original module",
             args.python_original,
             {"jwt": {"secret": SECRET, "algorithm": "HS512"}},
             "synapse_token_authenticator.TokenAuthenticator",
+            None,
             None,
             None,
         ),
@@ -136,11 +171,27 @@ def main() -> int:
             homeserver_config.MODULE,
             {"jwt_config": {"enabled": True, "secret": SECRET, "algorithm": "HS512"}},
             "org.matrix.login.jwt",
+            None,
         ),
     ]
+    for spec in args.daemon_client:
+        label, _, directory = spec.partition("=")
+        if not label or not Path(directory, "synapse_token_auth").is_dir():
+            parser.error(f"--daemon-client {spec!r}: expected LABEL=DIR, DIR holding synapse_token_auth/")
+        setups.append(
+            (
+                f"ours, daemon, {label}",
+                args.python_ours,
+                {"verifier": {"socket": str(sock)}},
+                homeserver_config.MODULE,
+                None,
+                None,
+                str(Path(directory).resolve()),
+            )
+        )
     servers: list[Server] = []
     try:
-        for name, python, module_config, module, extra, login_type in setups:
+        for name, python, module_config, module, extra, login_type, pythonpath in setups:
             directory = work / name.replace(", ", "-").replace(" ", "-")
             servers.append(
                 Server(
@@ -152,6 +203,7 @@ def main() -> int:
                     module,
                     extra=extra,
                     login_type=login_type or "com.famedly.login.token",
+                    pythonpath=pythonpath,
                 )
             )
         for s in servers:
@@ -163,17 +215,25 @@ def main() -> int:
             assert s.login(conns[s.name], jwt(USER, secret=SECRET[::-1])) == 403, s.name
         accepted = {s.name: [] for s in servers}
         rejected = {s.name: [] for s in servers}
-        for _ in range(args.rounds):
-            for s in random.sample(servers, len(servers)):
-                conn = conns[s.name]
-                for i in range(args.logins + args.logins // 2):
-                    good = i < args.logins
-                    token = jwt(USER) if good else jwt(USER, secret=SECRET[::-1])
-                    started = time.perf_counter()
-                    status = s.login(conn, token)
-                    elapsed = (time.perf_counter() - started) * 1e3
-                    assert status == (200 if good else 403), (s.name, status)
-                    (accepted if good else rejected)[s.name].append(elapsed)
+
+        def plan():
+            for _ in range(args.rounds):
+                if args.order == "block":
+                    for s in random.sample(servers, len(servers)):
+                        for i in range(args.logins + args.logins // 2):
+                            yield s, i < args.logins
+                else:
+                    for i in range(args.logins + args.logins // 2):
+                        for s in random.sample(servers, len(servers)):
+                            yield s, i < args.logins
+
+        for s, good in plan():
+            token = jwt(USER) if good else jwt(USER, secret=SECRET[::-1])
+            started = time.perf_counter()
+            status = s.login(conns[s.name], token)
+            elapsed = (time.perf_counter() - started) * 1e3
+            assert status == (200 if good else 403), (s.name, status)
+            (accepted if good else rejected)[s.name].append(elapsed)
         throughput = {s.name: {} for s in servers}
         for clients in (1, 4):
             for s in random.sample(servers, len(servers)):
@@ -200,11 +260,12 @@ def main() -> int:
 
     result = {
         "rounds": args.rounds,
+        "order": args.order,
         "accepted_ms": {k: percentiles(v) for k, v in accepted.items()},
         "rejected_ms": {k: percentiles(v) for k, v in rejected.items()},
         "logins_per_second": throughput,
     }
-    print(f"login latency in ms over {args.rounds} interleaved rounds (p50 / p95 / p99), and logins/s")
+    print(f"login latency in ms over {args.rounds} rounds ({args.order} order; p50 / p95 / p99), and logins/s")
     for s in servers:
         a, r = result["accepted_ms"][s.name], result["rejected_ms"][s.name]
         t = throughput[s.name]
@@ -213,6 +274,16 @@ def main() -> int:
             f"rejected {r['p50']:6.2f} / {r['p95']:6.2f} / {r['p99']:6.2f}   "
             f"{t[1]:6.1f}/s with 1 client, {t[4]:6.1f}/s with 4"
         )
+    embedded = "ours, embedded"
+    for s in servers:
+        if s.name.startswith("ours, daemon"):
+            extra = {
+                key: result[key][s.name]["p50"] - result[key][embedded]["p50"] for key in ("accepted_ms", "rejected_ms")
+            }
+            print(
+                f"  {s.name}: p50 {extra['accepted_ms']:+.2f} ms accepted, {extra['rejected_ms']:+.2f} ms rejected "
+                "against embedded mode"
+            )
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     return 0

@@ -43,6 +43,67 @@ class Peer:
         self._server.close()
 
 
+class KeepAlivePeer:
+    """A unix socket server that, like a kept-alive HTTP/1.1 server, reads any number of requests
+    per connection (each connection served by a thread of its own). `behave(conn, n)` answers the
+    n-th request (counted from 0 over all connections); when it returns False the peer closes that
+    connection. Counts connections, requests, and connections the client closed."""
+
+    def __init__(self, path: Path, behave: Callable[[socket.socket, int], bool | None]) -> None:
+        self.connections = 0
+        self.requests = 0
+        self.closed_by_client = 0
+        #: (connection number, request head) of every request, in order.
+        self.heads: list[tuple[int, bytes]] = []
+        self._lock = threading.Lock()
+        self._behave = behave
+        self._server = socket.socket(socket.AF_UNIX)
+        self._server.bind(str(path))
+        self._server.listen(64)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+                number = self.connections
+            threading.Thread(target=self._serve, args=(conn, number), daemon=True).start()
+
+    def _serve(self, conn: socket.socket, number: int) -> None:
+        with conn:
+            while True:
+                try:
+                    head = read_request(conn)
+                except OSError:
+                    head = b""
+                if not head:
+                    with self._lock:
+                        self.closed_by_client += 1
+                    return
+                with self._lock:
+                    n = self.requests
+                    self.requests += 1
+                    self.heads.append((number, head))
+                try:
+                    if self._behave(conn, n) is False:
+                        return
+                except OSError:
+                    return  # the client hung up: what some tests want to see
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def http_answer(status: str, body: bytes, *headers: str) -> bytes:
+    """An HTTP/1.1 answer with a Content-Length and the given extra header lines."""
+    head = "".join(f"{h}\r\n" for h in headers)
+    return f"HTTP/1.1 {status}\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
 def read_request(conn: socket.socket) -> bytes:
     """Reads one HTTP/1.1 request (head and Content-Length body); returns its head."""
     data = b""

@@ -370,7 +370,8 @@ class ViaDaemon:
 
     async def notify(self, verdict: dict[str, Any]) -> tuple[bool, bool, str]:
         body = {"localpart": verdict["localpart"], "user_id": verdict["user_id"], "displayname": verdict["displayname"]}
-        status, answer = await self._client.call("/v1/oauth/registration", body)
+        # The daemon calls the webhook: never sent twice, so never retried.
+        status, answer = await self._client.call("/v1/oauth/registration", body, repeatable=False)
         if status != 200 or not all(
             isinstance(answer.get(k), t) for k, t in (("delivered", bool), ("interrupt", bool), ("detail", str))
         ):
