@@ -27,9 +27,9 @@ DAEMON_TARGET_MS = 0.3
 OURS_PY = "synapse-token-auth (pyo3)"
 
 
-def criterion_median_us(root: Path, alg: str, name: str) -> float | None:
+def criterion_median_us(root: Path, alg: str, name: str, group: str = "verify") -> float | None:
     # criterion turns the id "HS512/synapse-token-auth" into the directory "HS512_synapse-token-auth"
-    path = root / "verify" / f"{alg}_{name}" / "new" / "estimates.json"
+    path = root / group / f"{alg}_{name}" / "new" / "estimates.json"
     if not path.exists():
         return None
     return json.loads(path.read_text())["median"]["point_estimate"] / 1e3
@@ -81,6 +81,16 @@ def verify_section(a: argparse.Namespace, py: dict) -> list[str]:
             "",
             f"HS512 from Rust: `Verifier::verify` {hs:.2f} µs against a plain `jsonwebtoken::decode` of "
             f"the same token {raw:.2f} µs: ratio {hs / raw:.2f} (target: at most 1.5).",
+        ]
+    oauth = criterion_median_us(a.criterion, "RS256", "oauth-jwks-cached", "oauth")
+    pem = criterion_median_us(a.criterion, "RS256", "jwt-login-pem-file", "oauth")
+    if oauth and pem:
+        verdict = "met" if oauth / pem <= 1.1 else "not met"
+        md += [
+            "",
+            f"An `oauth` login with a cached JWKS key (RS256: verify, scopes, claim rule, naming the user) "
+            f"{oauth:.2f} µs against a JWT login with the same key from a PEM file {pem:.2f} µs: ratio "
+            f"{oauth / pem:.2f} (target: at most 1.1, {verdict}).",
         ]
     fig, ax = plt.subplots(figsize=(9, 4.5))
     libs = [

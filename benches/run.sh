@@ -22,7 +22,7 @@ ours="$work/venv-ours"; original="$work/venv-original"
 "$ours/bin/pip" install -q --force-reinstall --no-deps "$wheel"
 
 echo "== 1/5 criterion: Verifier::verify against jsonwebtoken::decode; JWKS-cached keys against PEM files"
-cargo bench --locked --manifest-path "$root/Cargo.toml" --bench verify -- --noplot 2>&1 | grep -E "^(verify|published)/|time:" | paste - - | awk '{print $1, $5, $6}'
+cargo bench --locked --manifest-path "$root/Cargo.toml" --bench verify -- --noplot 2>&1 | grep -E "^(verify|published|oauth)/|time:" | paste - - | awk '{print $1, $5, $6}'
 echo "== 2/5 from Python: ours, PyJWT, authlib, jwcrypto"
 "$ours/bin/python" "$root/benches/python_verify.py" --keys "$root/tests/fixtures/keys" --json "$work/python.json"
 echo "== 3/5 verifier daemon under load"
