@@ -2,6 +2,7 @@
 """Turns the benchmark outputs into results/report.md and PNG plots.
 
 report.py --out results [--criterion target/criterion] [--python py.json] [--daemon daemon.json] [--e2e e2e.json]
+          [--scale-out scale_out.json]
 
 A section whose input is not given is left out (e.g. after running only e2e_login.py).
 """
@@ -241,6 +242,79 @@ def scaling_section(a: argparse.Namespace, py: dict, daemon: dict) -> list[str]:
     return md
 
 
+def scale_out_section(scale: dict, out: Path) -> list[str]:
+    """Single-use tokens on SQLite and PostgreSQL; logins/s on one and two Synapse workers."""
+    single, workers = scale["single_use"], scale["workers"]
+    acc = single["accepted_ms"]
+    md = [
+        "## 5. Scale-out: single-use tokens and Synapse workers",
+        "",
+        f"Single-use tokens: four single-process Synapse servers (embedded mode) ran at once, two on SQLite "
+        f"and two on one PostgreSQL; {single['logins']} sequential logins on each, one on "
+        "each server in turn, every token with a fresh `jti` on all four. The store's insert is Synapse's own "
+        "timing of that database transaction (`synapse_storage_transaction_time_sum` / `_count` for "
+        "`synapse_token_auth_used_tokens_record`, commit included, waiting for a connection not).",
+        "",
+        "| database | login p50 / p95 / p99 ms | with `single_use_tokens` | p50 difference | store insert, mean ms |",
+        "|---|---|---|---|---|",
+    ]
+    engines = ("SQLite", "PostgreSQL")
+    for engine in engines:
+        plain, once = acc[engine], acc[f"{engine}, single-use"]
+        store = single["store_insert"][f"{engine}, single-use"]
+        md.append(
+            f"| {engine} | {plain['p50']:.2f} / {plain['p95']:.2f} / {plain['p99']:.2f} | {once['p50']:.2f} / "
+            f"{once['p95']:.2f} / {once['p99']:.2f} | {once['p50'] - plain['p50']:+.2f} ms | {store['mean_ms']:.2f} |"
+        )
+    modes = workers["modes"]
+    md += [
+        "",
+        f"Synapse workers: PostgreSQL, Redis, the main process and two generic workers, the module loaded in all "
+        f"three. {workers['clients']} concurrent clients, each logging its own user in over and over on one "
+        f"connection, for {workers['seconds']:g} s per layout, the layouts alternated {workers['repeats']} times: "
+        "all clients on worker 1, or half on each worker. CPU is the time each process used during the runs, "
+        "per login (the idle worker too: it follows the replication stream).",
+        "",
+        "| mode | logins/s, 1 worker | 2 workers | 2 / 1 | CPU ms per login, 1 worker | 2 workers |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def cpu(entry: dict) -> str:
+        return ", ".join(f"{name} {ms:.1f}" for name, ms in entry["cpu_ms_per_login"].items())
+
+    for mode, layouts in modes.items():
+        one, two = layouts["1 worker"], layouts["2 workers"]
+        md.append(
+            f"| {mode} | {one['logins_per_second']:.0f} | {two['logins_per_second']:.0f} | "
+            f"{two['logins_per_second'] / one['logins_per_second']:.2f} | {cpu(one)} | {cpu(two)} |"
+        )
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for i, (label, suffix) in enumerate((("without", ""), ("single-use", ", single-use"))):
+        axes[0].bar(
+            [x + (i - 0.5) * 0.35 for x in range(len(engines))],
+            [acc[f"{e}{suffix}"]["p50"] for e in engines],
+            0.35,
+            label=label,
+        )
+    axes[0].set_xticks(range(len(engines)), engines)
+    axes[0].set_ylabel("login p50, ms")
+    axes[0].set_title("Single-use tokens")
+    axes[0].legend(fontsize=8)
+    names = list(modes)
+    for i, layout in enumerate(("1 worker", "2 workers")):
+        axes[1].bar(
+            [x + (i - 0.5) * 0.35 for x in range(len(names))],
+            [modes[m][layout]["logins_per_second"] for m in names],
+            0.35,
+            label=layout,
+        )
+    axes[1].set_xticks(range(len(names)), names)
+    axes[1].set_ylabel("logins per second")
+    axes[1].set_title(f"Synapse workers ({workers['clients']} clients)")
+    axes[1].legend(fontsize=8)
+    return md + save(fig, out, "scale_out.png", "scale-out")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
@@ -248,19 +322,21 @@ def main() -> int:
     p.add_argument("--python", type=Path)
     p.add_argument("--daemon", type=Path)
     p.add_argument("--e2e", type=Path)
+    p.add_argument("--scale-out", type=Path)
     p.add_argument("--synapse-version", default="?")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     py = json.loads(a.python.read_text()) if a.python else None
     daemon = json.loads(a.daemon.read_text()) if a.daemon else None
     e2e = json.loads(a.e2e.read_text()) if a.e2e else None
+    scale = json.loads(a.scale_out.read_text()) if a.scale_out else None
     versions = f"Synapse {a.synapse_version}"
     if py is not None:
         v = py["versions"]
         versions = (
             f"Python {v['python']}, {versions}, PyJWT {v['PyJWT']}, authlib {v['authlib']}, jwcrypto {v['jwcrypto']}"
         )
-    complete = None not in (py, daemon, e2e, a.criterion)
+    complete = None not in (py, daemon, e2e, scale, a.criterion)
     md = [
         "# synapse-token-auth benchmark report",
         "",
@@ -278,6 +354,8 @@ def main() -> int:
         md += e2e_section(a, e2e)
     if py is not None and daemon is not None:
         md += scaling_section(a, py, daemon)
+    if scale is not None:
+        md += scale_out_section(scale, a.out)
     (a.out / "report.md").write_text("\n".join(md) + "\n")
     print(f"wrote {a.out / 'report.md'}")
     return 0

@@ -67,10 +67,45 @@ let
     ++ optional (cfg.tls.keyFile != null) "tls-key:${cfg.tls.keyFile}"
     ++ optional (cfg.clientTokenFile != null) "client-token:${cfg.clientTokenFile}";
   # Loopback: 127.0.0.0/8, [::1] and localhost, as the daemon decides.
-  tcpHost = if cfg.listenTcp == null then null else lib.head (lib.splitString ":" (lib.removePrefix "tcp:" cfg.listenTcp));
-  loopbackTcp =
-    cfg.listenTcp != null
-    && (lib.hasPrefix "127." tcpHost || lib.hasPrefix "[::1]" cfg.listenTcp || tcpHost == "localhost");
+  isLoopback =
+    address:
+    let
+      host = lib.head (lib.splitString ":" (lib.removePrefix "tcp:" address));
+    in
+    lib.hasPrefix "127." host || lib.hasPrefix "[::1]" address || host == "localhost";
+
+  # The daemon serves its whole API, /metrics included, on every listener: the metrics address
+  # is one more TCP listener of the socket, unless it is listenTcp itself.
+  tcpListeners = lib.unique (
+    optional (cfg.listenTcp != null) cfg.listenTcp ++ optional cfg.metrics.enable cfg.metrics.listen
+  );
+  tcpOption =
+    address:
+    if address == cfg.listenTcp then "services.synapse-token-auth.listenTcp" else "services.synapse-token-auth.metrics.listen";
+
+  # Synapse processes that serve logins (a listener with the `client` resource) without a
+  # metrics listener: with metrics on, their share of the module's counters would not be served.
+  synapse = config.services.matrix-synapse;
+  hasResource = name: listener: lib.any (r: lib.elem name (r.names or [ ])) (listener.resources or [ ]);
+  isMetrics = listener: (listener.type or "http") == "metrics";
+  unscrapedSynapse =
+    lib.optional
+      (
+        lib.any (hasResource "client") (synapse.settings.listeners or [ ])
+        && !lib.any isMetrics (synapse.settings.listeners or [ ])
+      ) "main process (services.matrix-synapse.settings.listeners)"
+    ++ lib.concatLists (
+      lib.mapAttrsToList
+        (
+          name: worker:
+            lib.optional
+              (
+                lib.any (hasResource "client") (worker.worker_listeners or [ ])
+                && !lib.any isMetrics (worker.worker_listeners or [ ])
+              ) "worker ${name} (services.matrix-synapse.workers.${name}.worker_listeners)"
+        )
+        synapse.workers
+    );
 
   configFile = format.generate "synapse-token-auth.toml" (
     cfg.settings
@@ -253,6 +288,38 @@ in
       description = "Open the port of {option}`services.synapse-token-auth.listenTcp` in the firewall.";
     };
 
+    metrics = {
+      enable = mkEnableOption ''
+        Prometheus metrics. The daemon serves `GET /metrics` (logins by result and reason code,
+        verify latency, key fetches, reloads) on {option}`services.synapse-token-auth.metrics.listen`,
+        a TCP address a scraper can reach (Prometheus cannot scrape a unix socket). With
+        {option}`services.synapse-token-auth.configureSynapse`, Synapse's `enable_metrics` is also
+        turned on, so that each Synapse process (the main one and every worker) serves the module's
+        own counters, for the logins it served, on its `type = "metrics"` listener; a process that
+        serves logins without such a listener gets a warning'';
+
+      listen = mkOption {
+        type = types.str;
+        default = if cfg.listenTcp != null then cfg.listenTcp else "127.0.0.1:9745";
+        defaultText = literalExpression ''
+          if config.services.synapse-token-auth.listenTcp != null
+          then config.services.synapse-token-auth.listenTcp
+          else "127.0.0.1:9745"
+        '';
+        example = "127.0.0.1:9745";
+        description = ''
+          TCP address (`host:port`) on which Prometheus scrapes the daemon's `/metrics`. It is one
+          more listener of the daemon's socket, and the daemon serves its whole API there, as on
+          every listener. On loopback, `/metrics` and `POST /v1/verify` are open to local clients
+          (verdicts change nothing; logins still go through Synapse); beyond loopback the daemon
+          requires TLS and the client token, as for
+          {option}`services.synapse-token-auth.listenTcp`, and Prometheus then sends that token
+          (`authorization.credentials_file`). With a client token, `/metrics` over TCP needs it even
+          on loopback.
+        '';
+      };
+    };
+
     configureSynapse = mkOption {
       type = types.bool;
       default = config.services.matrix-synapse.enable;
@@ -350,7 +417,7 @@ in
         {
           assertion = !lib.any isStorePath (
             [ cfg.secretFile cfg.keyFile ]
-            ++ lib.concatMap (k: [ k.secretFile k.keyFile ]) cfg.additionalKeys
+              ++ lib.concatMap (k: [ k.secretFile k.keyFile ]) cfg.additionalKeys
           );
           message = ''
             services.synapse-token-auth.secretFile/keyFile (or those of additionalKeys) point into the Nix store, where every
@@ -361,17 +428,21 @@ in
           assertion = cfg.openFirewall -> cfg.listenTcp != null;
           message = "services.synapse-token-auth.openFirewall needs services.synapse-token-auth.listenTcp.";
         }
-        {
+      ]
+      ++ map
+        (address: {
           assertion =
-            cfg.listenTcp != null && !loopbackTcp
-            -> cfg.tls.certificateFile != null && cfg.tls.keyFile != null && cfg.clientTokenFile != null;
+            !isLoopback address
+              -> cfg.tls.certificateFile != null && cfg.tls.keyFile != null && cfg.clientTokenFile != null;
           message = ''
-            services.synapse-token-auth.listenTcp = "${toString cfg.listenTcp}" is not a loopback address: login
+            ${tcpOption address} = "${address}" is not a loopback address: login
             tokens would cross the network in clear text and anyone could ask for verdicts. Set
             services.synapse-token-auth.tls.certificateFile, services.synapse-token-auth.tls.keyFile and
             services.synapse-token-auth.clientTokenFile (the daemon refuses to start without them).
           '';
-        }
+        })
+        tcpListeners
+      ++ [
         {
           assertion = (cfg.tls.certificateFile != null) == (cfg.tls.keyFile != null);
           message = "services.synapse-token-auth.tls: set both certificateFile and keyFile, or neither.";
@@ -391,7 +462,7 @@ in
           ""
           cfg.socket
         ]
-        ++ optional (cfg.listenTcp != null) cfg.listenTcp;
+        ++ tcpListeners;
         socketConfig = {
           SocketGroup = cfg.socketGroup;
           SocketMode = "0660";
@@ -434,6 +505,25 @@ in
       }
       // tlsSettings;
     }
+
+    (mkIf (cfg.configureSynapse && cfg.metrics.enable) {
+      # The module's counters are registered with prometheus_client in every Synapse process;
+      # Synapse serves them on its metrics listeners only with this.
+      services.matrix-synapse.settings.enable_metrics = mkDefault true;
+      warnings =
+        map
+          (process: ''
+            services.synapse-token-auth.metrics.enable: Synapse's ${process} serves logins but has no
+            listener of type "metrics", so the module's counters of the logins it serves are not
+            exported. Add one, for example
+            { type = "metrics"; port = 9000; bind_addresses = [ "127.0.0.1" ]; tls = false; resources = [ ]; }
+          '')
+          unscrapedSynapse
+        ++ lib.optional (!(synapse.settings.enable_metrics or false)) ''
+          services.synapse-token-auth.metrics.enable: services.matrix-synapse.settings.enable_metrics is
+          false, so no Synapse process exports the module's counters.
+        '';
+    })
 
     (mkIf cfg.configureSynapse {
       services.matrix-synapse = {

@@ -13,7 +13,7 @@
 #   6. the module evaluates to the units and Synapse settings we expect, imported on its own
 #      with a read-only package set (nixos/offline/eval.nix), and the README's NixOS example
 #      evaluates as pasted, with a database Synapse can use (nixos/offline/readme.nix)
-#   7. nixos/offline/units/ is what the module and the VM test's nodes generate today
+#   7. nixos/offline/units/ is what the module and the VM tests' nodes generate today
 #      (nixos/offline/units.nix; `check.sh --update` rewrites it)
 #   8. the flake's outputs evaluate      (nix flake show / check --no-build, nixpkgs replaced by
 #      the stand-in nixos/offline/stand-in.nix, whose runNixOSTest evaluates every node of every
@@ -92,7 +92,7 @@ if ! diff -r --no-dereference "$units_dir" "$work/units"; then
 fi
 echo "   OK: $(find "$units_dir" -type f -o -type l | wc -l) files in $(find "$units_dir" -mindepth 1 -maxdepth 1 -type d | wc -l) configurations"
 
-echo "8. flake outputs with a stand-in nixpkgs (runNixOSTest evaluates the VM test's nodes)"
+echo "8. flake outputs with a stand-in nixpkgs (runNixOSTest evaluates the VM tests' nodes)"
 mkdir "$work/nixpkgs"
 cp nixos/offline/stub-nixpkgs.nix "$work/nixpkgs/flake.nix"
 cp nixos/offline/stand-in.nix nixos/offline/nixos.nix "$work/nixpkgs/"

@@ -26,6 +26,8 @@ let
     }).config;
 
   failedAssertions = c: map (a: a.message) (lib.filter (a: !a.assertion) c.assertions);
+  # lib.hasInfix refuses strings that refer to store paths.
+  noContext = builtins.unsafeDiscardStringContext;
 
   base = evaluate {
     services.matrix-synapse.enable = true;
@@ -135,6 +137,124 @@ let
           && lib.hasPrefix "${c.services.matrix-synapse.package}/bin/synapse_worker " (worker name).serviceConfig.ExecStart
         ) [ "client" "federation" ]
       && c.services.matrix-synapse.package.plugins == [ "${pythonPackage}" ];
+    "each worker reads the shared homeserver.yaml, which holds the module entry" =
+      let
+        c = evaluate {
+          services.matrix-synapse = {
+            enable = true;
+            settings.redis.enabled = true;
+            workers.client = { };
+          };
+          services.synapse-token-auth = {
+            enable = true;
+            secretFile = "/run/secrets/jwt";
+          };
+        };
+        homeserver = c.services.matrix-synapse.configFile;
+      in
+      failedAssertions c == [ ]
+      && lib.hasInfix (noContext "--config-path ${homeserver} ") (
+        noContext c.systemd.services.matrix-synapse-worker-client.serviceConfig.ExecStart
+      )
+      && (builtins.fromJSON homeserver.yaml).modules == [
+        {
+          module = "synapse_token_auth.TokenAuthenticator";
+          config.verifier = {
+            socket = "/run/synapse-token-auth/verify.sock";
+            timeout_seconds = 5;
+          };
+        }
+      ];
+    "metrics: a loopback TCP listener for the scraper, Synapse's enable_metrics, a warning for a process serving logins unscraped" =
+      let
+        c = evaluate {
+          services.matrix-synapse = {
+            enable = true;
+            settings.redis.enabled = true;
+            # nixpkgs' default listeners: client and federation on 8008, no metrics listener.
+            workers.client.worker_listeners = [
+              {
+                port = 8009;
+                bind_addresses = [ "127.0.0.1" ];
+                resources = [{ names = [ "client" ]; }];
+              }
+              {
+                port = 9001;
+                type = "metrics";
+                resources = [ ];
+              }
+            ];
+            workers.federation_sender = { };
+          };
+          services.synapse-token-auth = {
+            enable = true;
+            secretFile = "/run/secrets/jwt";
+            metrics.enable = true;
+          };
+        };
+      in
+      failedAssertions c == [ ]
+      && c.systemd.sockets.synapse-token-auth.listenStreams == [
+        ""
+        "/run/synapse-token-auth/verify.sock"
+        "127.0.0.1:9745"
+      ]
+      && c.services.matrix-synapse.settings.enable_metrics
+      # The main process serves logins without a metrics listener; the client worker has one;
+      # the federation sender serves no logins.
+      && lib.length c.warnings == 1
+      && lib.hasInfix "Synapse's main process (services.matrix-synapse.settings.listeners) serves logins" (lib.replaceStrings [ "\n" ] [ " " ] (lib.head c.warnings))
+      && !base.services.matrix-synapse.settings.enable_metrics
+      && base.warnings == [ ];
+    "metrics: on listenTcp no second listener; Synapse's enable_metrics can be turned off, with a warning" =
+      let
+        c = evaluate {
+          services.matrix-synapse = {
+            enable = true;
+            settings.enable_metrics = false;
+          };
+          services.synapse-token-auth = {
+            enable = true;
+            secretFile = "/run/secrets/jwt";
+            listenTcp = "127.0.0.1:8009";
+            metrics.enable = true;
+          };
+        };
+      in
+      failedAssertions c == [ ]
+      && c.systemd.sockets.synapse-token-auth.listenStreams == [
+        ""
+        "/run/synapse-token-auth/verify.sock"
+        "127.0.0.1:8009"
+      ]
+      && !c.services.matrix-synapse.settings.enable_metrics
+      && lib.any (lib.hasInfix "enable_metrics is") c.warnings;
+    "metrics beyond loopback need TLS and a client token, like listenTcp" =
+      let
+        open = extra: evaluate {
+          services.synapse-token-auth = {
+            enable = true;
+            secretFile = "/run/secrets/jwt";
+            metrics = {
+              enable = true;
+              listen = "0.0.0.0:9745";
+            };
+          } // extra;
+        };
+        secured = open {
+          tls.certificateFile = "/run/secrets/cert.pem";
+          tls.keyFile = "/run/secrets/key.pem";
+          clientTokenFile = "/run/secrets/token";
+        };
+      in
+      lib.any (lib.hasInfix "services.synapse-token-auth.metrics.listen = \"0.0.0.0:9745\" is not a loopback address")
+        (failedAssertions (open { }))
+      && failedAssertions secured == [ ]
+      && secured.systemd.sockets.synapse-token-auth.listenStreams == [
+        ""
+        "/run/synapse-token-auth/verify.sock"
+        "0.0.0.0:9745"
+      ];
     "settings carry the options and defaults" =
       base.services.synapse-token-auth.settings.allow_registration
       && base.services.synapse-token-auth.settings.algorithm == "HS512"

@@ -454,15 +454,124 @@ let
   };
 
   # nixos/modules/services/matrix/synapse.nix, abridged: the options this project reads or
-  # writes, the read-only `package` (the wrapper built with `plugins`), and the units of the
-  # main process and of each worker with the settings that order them.
+  # writes (listeners with their types and defaults, workers, Redis, the database), the read-only
+  # `package` (the wrapper built with `plugins`) and `configFile`, the assertions a configuration
+  # with workers must pass, and the units of the main process and of each worker with the
+  # settings that order them.
   synapse =
     { config, ... }:
     let
       cfg = config.services.matrix-synapse;
       format = pkgs.formats.yaml { };
       hasWorkers = cfg.workers != { };
-      configFile = format.generate "homeserver.yaml" cfg.settings;
+      filterRecursiveNull =
+        o:
+        if lib.isAttrs o then
+          lib.mapAttrs (_: filterRecursiveNull) (lib.filterAttrs (_: v: v != null) o)
+        else if lib.isList o then
+          map filterRecursiveNull (lib.filter (v: v != null) o)
+        else
+          o;
+      configFile = format.generate "homeserver.yaml" (filterRecursiveNull cfg.settings);
+      args = cfg.settings.database.args or { };
+      hasLocalPostgresDB =
+        cfg.settings.database.name == "psycopg2"
+        && (
+          !(args ? host)
+          || lib.elem args.host [
+            "localhost"
+            "127.0.0.1"
+            "::1"
+          ]
+        )
+        && config.services.postgresql.enable;
+
+      # The listener submodule (listenerType), with its defaults; `workerContext` decides `tls`.
+      listenerType =
+        workerContext:
+        types.submodule (
+          { config, ... }:
+          {
+            options = {
+              port = mkOption {
+                type = types.nullOr types.port;
+                default = null;
+              };
+              bind_addresses = mkOption {
+                type = types.nullOr (types.listOf types.str);
+                default =
+                  if config.path != null then
+                    null
+                  else
+                    [
+                      "::1"
+                      "127.0.0.1"
+                    ];
+              };
+              path = mkOption {
+                type = types.nullOr types.path;
+                default = null;
+              };
+              mode = mkOption {
+                type = types.nullOr (types.strMatching "^[0,2-7]{3,4}$");
+                default = if config.path != null then "660" else null;
+                # toDecimalFilePermission: Synapse reads the mode as a number.
+                apply = mode: if mode == null then null else lib.foldl (acc: digit: acc * 8 + lib.toInt digit) 0 (lib.stringToCharacters mode);
+              };
+              type = mkOption {
+                type = types.enum [
+                  "http"
+                  "manhole"
+                  "metrics"
+                  "replication"
+                ];
+                default = "http";
+              };
+              tls = mkOption {
+                type = types.nullOr types.bool;
+                default = if config.path != null then null else !workerContext;
+              };
+              x_forwarded = mkOption {
+                type = types.bool;
+                default = config.path != null;
+              };
+              resources = mkOption {
+                type = types.listOf (
+                  types.submodule {
+                    options = {
+                      names = mkOption {
+                        type = types.listOf (
+                          types.enum [
+                            "client"
+                            "consent"
+                            "federation"
+                            "health"
+                            "keys"
+                            "media"
+                            "metrics"
+                            "openid"
+                            "replication"
+                            "static"
+                          ]
+                        );
+                      };
+                      compress = mkOption {
+                        type = types.bool;
+                        default = false;
+                      };
+                    };
+                  }
+                );
+              };
+            };
+          }
+        );
+      listenerSupportsResource =
+        resource: listener: lib.any ({ names, ... }: builtins.elem resource names) listener.resources;
+      clientListener = lib.findFirst (listenerSupportsResource "client") null (
+        cfg.settings.listeners ++ lib.concatMap ({ worker_listeners, ... }: worker_listeners) (lib.attrValues cfg.workers)
+      );
+
       base = {
         environment = {
           LD_PRELOAD = "${pkgs.jemalloc}/lib/libjemalloc.so";
@@ -481,7 +590,10 @@ let
           PrivateTmp = true;
           PrivateUsers = true;
           ProtectSystem = "strict";
-          ReadWritePaths = [ cfg.dataDir ];
+          ReadWritePaths = [
+            cfg.dataDir
+          ]
+          ++ map (listener: dirOf listener.path) (lib.filter (listener: listener.path != null) cfg.settings.listeners);
           RestrictAddressFamilies = [
             "AF_INET"
             "AF_INET6"
@@ -495,11 +607,13 @@ let
             partOf = [ "matrix-synapse.target" ];
             wantedBy = [ "matrix-synapse.target" ];
             unitConfig.ReloadPropagatedFrom = "matrix-synapse.target";
+            requires = lib.optional hasLocalPostgresDB "postgresql.target";
           }
         else
           {
             wants = [ "network-online.target" ];
-            after = [ "network-online.target" ];
+            after = [ "network-online.target" ] ++ lib.optional hasLocalPostgresDB "postgresql.target";
+            requires = lib.optional hasLocalPostgresDB "postgresql.target";
             wantedBy = [ "multi-user.target" ];
           }
       );
@@ -510,6 +624,10 @@ let
         enable = lib.mkEnableOption "Synapse";
         package = mkOption {
           type = types.package;
+          readOnly = true;
+        };
+        configFile = mkOption {
+          type = types.path;
           readOnly = true;
         };
         plugins = mkOption {
@@ -524,6 +642,10 @@ let
           type = types.listOf types.path;
           default = [ ];
         };
+        configureRedisLocally = mkOption {
+          type = types.bool;
+          default = false;
+        };
         settings = mkOption {
           default = { };
           type = types.submodule {
@@ -533,6 +655,10 @@ let
                 type = types.str;
                 default = config.networking.hostName;
               };
+              enable_metrics = mkOption {
+                type = types.bool;
+                default = false;
+              };
               database.name = mkOption {
                 type = types.enum [
                   "sqlite3"
@@ -541,25 +667,143 @@ let
                 default = if lib.versionAtLeast config.system.stateVersion "18.03" then "psycopg2" else "sqlite3";
               };
               listeners = mkOption {
-                type = types.listOf format.type;
-                default = [ ];
+                type = types.listOf (listenerType false);
+                default = [
+                  {
+                    port = 8008;
+                    bind_addresses = [ "127.0.0.1" ];
+                    type = "http";
+                    tls = false;
+                    x_forwarded = true;
+                    resources = [
+                      {
+                        names = [ "client" ];
+                        compress = true;
+                      }
+                      {
+                        names = [ "federation" ];
+                        compress = false;
+                      }
+                    ];
+                  }
+                ]
+                ++ lib.optional hasWorkers {
+                  path = "/run/matrix-synapse/main_replication.sock";
+                  type = "http";
+                  resources = [
+                    {
+                      names = [ "replication" ];
+                      compress = false;
+                    }
+                  ];
+                };
+              };
+              redis = mkOption {
+                default = { };
+                type = types.submodule {
+                  freeformType = format.type;
+                  options.enabled = mkOption {
+                    type = types.bool;
+                    default = false;
+                  };
+                };
               };
             };
           };
         };
         workers = mkOption {
           default = { };
-          type = types.attrsOf (types.submodule { freeformType = format.type; });
+          type = types.attrsOf (
+            types.submodule {
+              freeformType = format.type;
+              options = {
+                worker_app = mkOption {
+                  type = types.enum [
+                    "synapse.app.generic_worker"
+                    "synapse.app.media_repository"
+                  ];
+                  default = "synapse.app.generic_worker";
+                };
+                worker_listeners = mkOption {
+                  type = types.listOf (listenerType true);
+                  default = [ ];
+                };
+              };
+            }
+          );
         };
       };
       config = mkIf cfg.enable {
+        assertions = [
+          {
+            assertion = clientListener != null;
+            message = "At least one listener which serves the `client` resource via HTTP is required by synapse in `services.matrix-synapse.settings.listeners` or in one of the workers!";
+          }
+          {
+            assertion = hasWorkers -> cfg.settings.redis.enabled;
+            message = "Workers for matrix-synapse require configuring a redis instance.";
+          }
+          {
+            assertion =
+              let
+                main = cfg.settings.instance_map.main;
+                listener = lib.findFirst
+                  (
+                    listener:
+                    (
+                      lib.hasAttr "port" main && listener.port or null == main.port
+                        || lib.hasAttr "path" main && listener.path or null == main.path
+                    )
+                    && listenerSupportsResource "replication" listener
+                    && (
+                      lib.hasAttr "host" main
+                        && lib.any (bind: bind == main.host || bind == "0.0.0.0" || bind == "::") listener.bind_addresses
+                        || lib.hasAttr "path" main
+                    )
+                  )
+                  null
+                  cfg.settings.listeners;
+              in
+              hasWorkers -> (cfg.settings ? instance_map && cfg.settings.instance_map ? main && listener != null);
+            message = "Workers for matrix-synapse require setting `services.matrix-synapse.settings.instance_map.main` to any listener configured in `services.matrix-synapse.settings.listeners` with a `\"replication\"` resource.";
+          }
+        ]
+        ++ map
+          (listener: {
+            assertion = (listener.path == null) != (listener.bind_addresses == null);
+            message = "Listeners require either a UNIX domain socket `path` or `bind_addresses` for a TCP socket.";
+          })
+          cfg.settings.listeners
+        ++ map
+          (listener: {
+            assertion = listener.path != null -> (listener.bind_addresses == null && listener.port == null && listener.tls == null);
+            message = "Listener configured with UNIX domain socket (${toString listener.path}) ignores bind_addresses, port and tls.";
+          })
+          cfg.settings.listeners
+        ++ map
+          (listener: {
+            assertion = listener.path == null || listener.type == "http";
+            message = "Listener configured with UNIX domain socket (${toString listener.path}) only supports the \"http\" listener type.";
+          })
+          cfg.settings.listeners;
+
+        services.matrix-synapse.settings.redis = mkIf cfg.configureRedisLocally {
+          enabled = true;
+          path = config.services.redis.servers.matrix-synapse.unixSocket;
+        };
+        services.matrix-synapse.settings.instance_map.main = mkIf hasWorkers (
+          lib.mkDefault {
+            path = "/run/matrix-synapse/main_replication.sock";
+          }
+        );
         services.matrix-synapse.package = pkgs.matrix-synapse.override { inherit (cfg) plugins; };
+        services.matrix-synapse.configFile = configFile;
         users.users.matrix-synapse.group = "matrix-synapse";
         users.groups.matrix-synapse = { };
         systemd.targets.matrix-synapse = mkIf hasWorkers {
           description = "Synapse Matrix parent target";
           wants = [ "network-online.target" ];
-          after = [ "network-online.target" ];
+          after = [ "network-online.target" ] ++ lib.optional hasLocalPostgresDB "postgresql.target";
           wantedBy = [ "multi-user.target" ];
         };
         systemd.services = {
@@ -585,7 +829,7 @@ let
                 configPaths (
                   [
                     configFile
-                    (format.generate "worker-${name}.yaml" (worker // { worker_name = name; }))
+                    (format.generate "worker-${name}.yaml" (filterRecursiveNull worker // { worker_name = name; }))
                   ]
                   ++ cfg.extraConfigFiles
                 )
@@ -594,10 +838,121 @@ let
               ])
           )
           cfg.workers;
+        services.redis.servers.matrix-synapse = mkIf cfg.configureRedisLocally {
+          enable = true;
+          user = "matrix-synapse";
+        };
         environment.systemPackages = [
           (pkgs.writeShellScriptBin "matrix-synapse-register_new_matrix_user" "exec ${cfg.package}/bin/register_new_matrix_user \"$@\"")
         ];
       };
+    };
+
+  # nixos/modules/services/databases/postgresql.nix, abridged to its units: postgresql.target
+  # (what Synapse requires for a local database) over the server and its setup job.
+  postgresql =
+    { config, ... }:
+    let
+      cfg = config.services.postgresql;
+    in
+    {
+      options.services.postgresql = mkOption {
+        default = { };
+        type = types.submodule {
+          freeformType = types.attrsOf types.anything;
+          options.enable = lib.mkEnableOption "PostgreSQL";
+          options.initialScript = mkOption {
+            type = types.nullOr types.path;
+            default = null;
+          };
+        };
+      };
+      config = mkIf cfg.enable {
+        users.users.postgres.group = "postgres";
+        users.groups.postgres = { };
+        systemd.targets.postgresql = {
+          description = "PostgreSQL";
+          wantedBy = [ "multi-user.target" ];
+          requires = [
+            "postgresql.service"
+            "postgresql-setup.service"
+          ];
+        };
+        systemd.services.postgresql = {
+          description = "PostgreSQL Server";
+          after = [ "network.target" ];
+          wants = [ "postgresql.target" ];
+          partOf = [ "postgresql.target" ];
+          serviceConfig = {
+            ExecStart = "${pkgs.postgresql}/bin/postgres";
+            User = "postgres";
+            Group = "postgres";
+            Type = "notify";
+          };
+        };
+        systemd.services.postgresql-setup = {
+          description = "PostgreSQL Setup Scripts";
+          requires = [ "postgresql.service" ];
+          after = [ "postgresql.service" ];
+          serviceConfig = {
+            User = "postgres";
+            Group = "postgres";
+            Type = "oneshot";
+            RemainAfterExit = true;
+          };
+          script = lib.optionalString (cfg.initialScript != null) "psql -f ${cfg.initialScript}";
+        };
+      };
+    };
+
+  # nixos/modules/services/databases/redis.nix, abridged: one unit per enabled server, and the
+  # socket path Synapse's configureRedisLocally reads.
+  redis =
+    { config, ... }:
+    let
+      redisName = name: "redis" + lib.optionalString (name != "") ("-" + name);
+      enabled = lib.filterAttrs (_: server: server.enable) config.services.redis.servers;
+    in
+    {
+      options.services.redis.servers = mkOption {
+        default = { };
+        type = types.attrsOf (
+          types.submodule (
+            { name, ... }:
+            {
+              options = {
+                enable = lib.mkEnableOption "Redis server";
+                user = mkOption {
+                  type = types.str;
+                  default = redisName name;
+                };
+                unixSocket = mkOption {
+                  type = types.nullOr types.path;
+                  default = "/run/${redisName name}/redis.sock";
+                };
+              };
+            }
+          )
+        );
+      };
+      config.systemd.services = lib.mapAttrs'
+        (
+          name: server:
+            lib.nameValuePair (redisName name) {
+              description = "Redis Server - ${redisName name}";
+              wantedBy = [ "multi-user.target" ];
+              after = [ "network.target" ];
+              serviceConfig = {
+                ExecStart = "${pkgs.redis}/bin/redis-server /run/${redisName name}/redis.conf";
+                Type = "notify";
+                User = server.user;
+                Group = server.user;
+                RuntimeDirectory = redisName name;
+                RuntimeDirectoryMode = "0750";
+              };
+            }
+        )
+        enabled;
     };
 
   failedAssertions = config: map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
@@ -613,6 +968,8 @@ in
         modules = [
           baseOptions
           synapse
+          postgresql
+          redis
           (if readOnlyPkgs then readOnlyNixpkgs else mutableNixpkgs)
         ]
         ++ lib.optional readOnlyPkgs { nixpkgs.pkgs = pkgs; }

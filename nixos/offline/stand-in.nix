@@ -194,6 +194,8 @@ let
         systemd = tool "systemd";
         util-linux = tool "util-linux";
         curl = tool "curl";
+        postgresql = tool "postgresql";
+        redis = tool "redis";
         cargo = tool "cargo";
         clippy = tool "clippy";
         rustfmt = tool "rustfmt";

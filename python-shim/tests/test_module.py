@@ -11,7 +11,7 @@ from unittest.mock import create_autospec
 
 import pytest
 from helpers import SECRET, SERVER_NAME, claims, token
-from synapse.module_api import ModuleApi
+from synapse.module_api import ModuleApi, ProfileInfo
 from synapse.module_api.errors import SynapseError
 from synapse.types import UserID
 from synapse_token_auth import LOGIN_TYPE, TokenAuthenticator
@@ -30,10 +30,20 @@ def run(coro):
     return results[0]
 
 
-def make_api(existing: dict[str, str] | None = None, guests: tuple[str, ...] = (), app_services: tuple = ()):
+def make_api(
+    existing: dict[str, str] | None = None,
+    guests: tuple[str, ...] = (),
+    app_services: tuple = (),
+    displaynames: dict[str, str] | None = None,
+):
     """`existing` maps lowercase user ids to their canonical spelling; `guests` are canonical ids
-    of guest accounts among them."""
+    of guest accounts among them; `displaynames` maps localparts to their profile's display name
+    (registration adds to it; `set_displayname` does not change it)."""
     api = create_autospec(ModuleApi, instance=True)
+    displaynames = displaynames if displaynames is not None else {}
+    api.get_profile_for_user.side_effect = lambda localpart: ProfileInfo(
+        avatar_url=None, display_name=displaynames.get(localpart)
+    )
     api.server_name = SERVER_NAME
     existing = existing if existing is not None else {}
     api.check_user_exists.side_effect = lambda user_id: defer.succeed(existing.get(user_id.lower()))
@@ -47,6 +57,8 @@ def make_api(existing: dict[str, str] | None = None, guests: tuple[str, ...] = (
     def register_user(localpart, displayname=None, emails=None, admin=False):
         user_id = f"@{localpart}:{SERVER_NAME}"
         existing[user_id] = user_id
+        if displayname is not None:
+            displaynames[localpart] = displayname
         return defer.succeed(user_id)
 
     api.register_user.side_effect = register_user
@@ -203,6 +215,52 @@ def test_module_applies_displayname_on_login_unless_disabled():
     api.set_displayname.reset_mock()
     module = make_module(api, update_displayname_on_login=False)
     login_accepted_by_synapse(module, "frank", token(claims("frank", displayname="F")))
+    api.set_displayname.assert_not_called()
+
+
+def test_module_leaves_a_display_name_that_is_already_set_alone():
+    # Concurrent first logins of one user all carry the same name: the registration set it, and
+    # the other logins must not write it again (on PostgreSQL those writes conflict).
+    api = make_api({"@frank:test.local": "@frank:test.local"}, displaynames={"frank": "Frank"})
+    module = make_module(api)
+    login_accepted_by_synapse(module, "frank", token(claims("frank", displayname="Frank")))
+    # Synapse stores the name stripped of surrounding white space.
+    login_accepted_by_synapse(module, "frank", token(claims("frank", displayname=" Frank ")))
+    api.get_profile_for_user.assert_called_with("frank")
+    api.set_displayname.assert_not_called()
+    # A different name is set as the token says it.
+    login_accepted_by_synapse(module, "frank", token(claims("frank", displayname="Frank F.")))
+    api.set_displayname.assert_called_once_with(UserID.from_string("@frank:test.local"), "Frank F.")
+
+
+@pytest.mark.parametrize(
+    ("current", "claimed", "set_to"),
+    [(None, "Gina", "Gina"), ("Gina", "", ""), (None, "", None), (None, "  ", None)],
+)
+def test_module_sets_a_display_name_only_when_it_changes(current, claimed, set_to):
+    # Synapse stores an empty (or blank) name as none: clearing one that is set is a change.
+    displaynames = {"gina": current} if current is not None else {}
+    api = make_api({"@gina:test.local": "@gina:test.local"}, displaynames=displaynames)
+    login_accepted_by_synapse(make_module(api), "gina", token(claims("gina", displayname=claimed)))
+    if set_to is None:
+        api.set_displayname.assert_not_called()
+    else:
+        api.set_displayname.assert_called_once_with(UserID.from_string("@gina:test.local"), set_to)
+
+
+def test_module_reads_the_profile_of_the_canonical_user():
+    api = make_api({"@alice:test.local": "@Alice:test.local"}, displaynames={"Alice": "Alice"})
+    login_accepted_by_synapse(make_module(api), "alice", token(claims("alice", displayname="Alice")))
+    api.get_profile_for_user.assert_called_once_with("Alice")
+    api.set_displayname.assert_not_called()
+
+
+def test_module_logs_a_profile_that_cannot_be_read(caplog):
+    api = make_api({"@frank:test.local": "@frank:test.local"})
+    api.get_profile_for_user.side_effect = RuntimeError("database is gone")
+    _, callback = login(make_module(api), "frank", token(claims("frank", displayname="Frank")))
+    assert run(callback({})) is None
+    assert "could not be applied" in caplog.text and "database is gone" in caplog.text
     api.set_displayname.assert_not_called()
 
 

@@ -92,21 +92,39 @@ def test_logins_on_both_workers(cluster):
     wait_until(lambda: line in worker.log_text(), 5, "log line")
 
 
+def module_errors(process) -> list[str]:
+    return [line for line in process.log_text().splitlines() if " synapse_token_auth" in line and " ERROR " in line]
+
+
 def test_parallel_first_logins_across_workers_create_one_account(cluster):
-    # Without a display name claim: each racer that finds the account would set it, and 19
-    # concurrent profile updates of one user on PostgreSQL make Synapse's main process give up on
-    # some of them (serialization failures); the logins succeed, the claim is logged as not applied.
-    tok = jwt("racer")
+    # Every racer carries the same display name. The one that registers the account sets it
+    # there; the others find it already set and leave the profile alone. (Had each of them set
+    # it, 19 concurrent profile updates of one user on PostgreSQL would make Synapse give up on
+    # some with serialization failures: logins that succeed, and a claim logged as not applied.)
+    tok = jwt("racer", displayname="Racer One")
     with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
         results = list(pool.map(lambda i: cluster.workers[i % 2].login("racer", tok), range(20)))
     assert [status for status, _ in results] == [200] * 20, results
     assert {body["user_id"] for _, body in results} == {"@racer:test.local"}
     assert cluster.sql("SELECT name FROM users WHERE lower(name) LIKE %s", ("%racer%",)) == [("@racer:test.local",)]
     assert cluster.sql("SELECT count(*) FROM devices WHERE user_id = %s", ("@racer:test.local",)) == [(20,)]
+    assert cluster.sql("SELECT displayname FROM profiles WHERE full_user_id = %s", ("@racer:test.local",)) == [
+        ("Racer One",)
+    ]
     # One racer registered the account; the others found it (M_USER_IN_USE) and logged in.
     registered = "JWT login accepted for @racer:test.local (alg=HS512 kid= key=primary, registered)"
     wait_until(lambda: any(registered in w.log_text() for w in cluster.workers), 5, "the registration's log line")
     assert sum(w.log_text().count(registered) for w in cluster.workers) == 1
+    for process in cluster.processes:
+        assert module_errors(process) == [], process.name
+
+
+def test_a_new_display_name_is_applied_on_the_next_login(cluster):
+    status, body = cluster.workers[0].login("racer", jwt("racer", displayname="Racer Two"))
+    assert status == 200, body
+    assert cluster.sql("SELECT displayname FROM profiles WHERE full_user_id = %s", ("@racer:test.local",)) == [
+        ("Racer Two",)
+    ]
 
 
 def test_access_token_from_one_worker_works_on_the_other(cluster):
@@ -172,8 +190,7 @@ def test_no_module_error_reached_synapse(cluster):
     for process in cluster.processes:
         log = process.log_text()
         assert "Failed to run module API callback" not in log, process.name
-        errors = [line for line in log.splitlines() if " synapse_token_auth" in line and " ERROR " in line]
-        assert errors == [], process.name
+        assert module_errors(process) == [], process.name
 
 
 def test_a_single_use_token_logs_in_once_across_all_workers(replay_cluster):

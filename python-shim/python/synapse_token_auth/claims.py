@@ -35,8 +35,25 @@ def after_login(api: ModuleApi, user_id: str, admin: bool | None, displayname: s
             if admin is not None:
                 await api.set_user_admin(user_id, admin)
             if displayname is not None:
-                await api.set_displayname(UserID.from_string(user_id), displayname)
+                await _set_displayname(api, UserID.from_string(user_id), displayname)
         except Exception:
             logger.exception("JWT login of %s: the token's admin or display name claim could not be applied", user_id)
 
     return apply
+
+
+async def _set_displayname(api: ModuleApi, user: UserID, displayname: str) -> None:
+    """Sets the display name unless the profile already has it.
+
+    Setting a profile field is a write in Synapse's database (and replication to the process
+    that writes profiles, the user directory, membership events in the user's rooms) even when
+    the value does not change. Concurrent first logins of one user, each carrying the same
+    display name, would all make that write; on PostgreSQL they conflict (serialization
+    failures) and Synapse gives up on some. Reading first leaves the account that registration
+    just created, with this very name, alone.
+    """
+    # Synapse stores the name stripped of surrounding white space, and an empty one as none.
+    stored = displayname.strip() or None
+    profile = await api.get_profile_for_user(user.localpart)
+    if profile.display_name != stored:
+        await api.set_displayname(user, displayname)
