@@ -57,6 +57,10 @@ let
     )
     cfg.additionalKeys;
 
+  jwtLogin = lib.elem "com.famedly.login.token" cfg.loginTypes;
+  # The oauth and oidc types' requests go out to the identity provider and the webhook.
+  otherLogins = cfg.settings ? oauth || cfg.settings ? oidc;
+
   # TLS and the client token of the TCP listener, each a credential.
   tlsSettings =
     lib.optionalAttrs (cfg.tls.certificateFile != null) { tls_certificate_credential = "tls-certificate"; }
@@ -288,6 +292,35 @@ in
       description = "Open the port of {option}`services.synapse-token-auth.listenTcp` in the firewall.";
     };
 
+    loginTypes = mkOption {
+      type = types.nonEmptyListOf (types.enum [
+        "com.famedly.login.token"
+        "com.famedly.login.token.oauth"
+        "com.famedly.login.token.oidc"
+      ]);
+      default = [ "com.famedly.login.token" ];
+      example = [ "com.famedly.login.token.oauth" ];
+      description = ''
+        The login types the daemon verifies for Synapse (`verifier.login_types` in the module's
+        config). The original module's `oauth` and `oidc` types take their configuration from
+        {option}`services.synapse-token-auth.settings.oauth` and `.oidc`, with the keys of the
+        configuration reference; their secrets come from
+        {option}`services.synapse-token-auth.credentials`. Without `com.famedly.login.token` the
+        daemon needs no key.
+      '';
+    };
+
+    credentials = mkOption {
+      type = types.attrsOf types.str;
+      default = { };
+      example = literalExpression ''{ introspection = "/run/secrets/introspection-password"; }'';
+      description = ''
+        Secret files delivered to the daemon with `LoadCredential=`, by name, and never copied into
+        the Nix store. The settings name them: `password_credential = "introspection"` in an `auth`
+        block of `settings.oauth`, `client_secret_credential` in `settings.oidc`.
+      '';
+    };
+
     metrics = {
       enable = mkEnableOption ''
         Prometheus metrics. The daemon serves `GET /metrics` (logins by result and reason code,
@@ -384,15 +417,19 @@ in
       assertions = [
         {
           assertion =
-            lib.length
-              (lib.filter (x: x) [
+            let
+              sources = lib.length (lib.filter (x: x) [
                 (cfg.secretFile != null)
                 (cfg.keyFile != null)
                 published
-              ]) == 1;
+              ]);
+            in
+            # Without JWT login (only the oauth and oidc types) there is no key at all.
+            if jwtLogin then sources == 1 else sources == 0;
           message = ''
             services.synapse-token-auth: set exactly one key source: secretFile, keyFile, or one of
-            settings.${lib.concatStringsSep ", settings." publishedSources} (keys an identity provider publishes).
+            settings.${lib.concatStringsSep ", settings." publishedSources} (keys an identity provider publishes);
+            none when loginTypes leaves out com.famedly.login.token.
           '';
         }
         {
@@ -422,6 +459,13 @@ in
           message = ''
             services.synapse-token-auth.secretFile/keyFile (or those of additionalKeys) point into the Nix store, where every
             user can read them. Give a path outside the store (for example one managed by agenix or sops-nix).
+          '';
+        }
+        {
+          assertion = !lib.any isStorePath (lib.attrValues cfg.credentials);
+          message = ''
+            services.synapse-token-auth.credentials must not point into the Nix store, where every
+            user can read them; use a path such as /run/secrets/….
           '';
         }
         {
@@ -479,11 +523,13 @@ in
           LoadCredential = [ "" ]
             ++ optional staticKey (loadCredential credential cfg)
             ++ lib.imap0 (i: loadCredential (additionalCredential i)) cfg.additionalKeys
-            ++ tlsCredentials;
+            ++ tlsCredentials
+            ++ lib.mapAttrsToList (name: path: "${name}:${path}") cfg.credentials;
         }
         # The same as dist/systemd/synapse-token-auth.service.d/fetch-keys.conf: outbound HTTPS
-        # and DNS for a key set the daemon fetches, and only then.
-        // lib.optionalAttrs fetchesKeys {
+        # and DNS for a key set the daemon fetches, or for the oauth and oidc types' requests,
+        # and only then.
+        // lib.optionalAttrs (fetchesKeys || otherLogins) {
           PrivateNetwork = false;
           RestrictAddressFamilies = [
             "AF_UNIX"
@@ -534,6 +580,9 @@ in
             config.verifier = {
               inherit (cfg) socket;
               timeout_seconds = 5;
+            }
+            // lib.optionalAttrs (cfg.loginTypes != [ "com.famedly.login.token" ]) {
+              login_types = cfg.loginTypes;
             };
           }
         ];

@@ -407,6 +407,43 @@ let
       lib.any (lib.hasInfix "exactly one of secretFile and keyFile in each entry") messages
       && lib.any (lib.hasInfix "point into the Nix store") messages
       && lib.any (lib.hasInfix "generated from") messages;
+    "oauth through the daemon: no key, secrets as credentials, the login types in Synapse's module config, outbound network" =
+      let
+        c = evaluate {
+          services.matrix-synapse.enable = true;
+          services.synapse-token-auth = {
+            enable = true;
+            loginTypes = [ "com.famedly.login.token.oauth" ];
+            credentials.introspection = "/run/secrets/introspection";
+            settings.oauth.introspection_validation = {
+              endpoint = "https://idp.example.org/introspect";
+              localpart_path = "sub";
+              auth = {
+                type = "basic";
+                username = "matrix";
+                password_credential = "introspection";
+              };
+            };
+          };
+        };
+        service = c.systemd.services.synapse-token-auth.serviceConfig;
+        module = lib.head c.services.matrix-synapse.settings.modules;
+      in
+      failedAssertions c == [ ]
+      && service.LoadCredential == [ "" "introspection:/run/secrets/introspection" ]
+      && service.PrivateNetwork == false
+      && module.config.verifier.login_types == [ "com.famedly.login.token.oauth" ];
+    "credentials never come from the store, and JWT login still needs its key" =
+      let
+        messages = failedAssertions (evaluate {
+          services.synapse-token-auth = {
+            enable = true;
+            credentials.introspection = "/nix/store/00000000000000000000000000000000-pw";
+          };
+        });
+      in
+      lib.any (lib.hasInfix "credentials must not point into the Nix store") messages
+      && lib.any (lib.hasInfix "set exactly one key source") messages;
     "disabled means no units at all" =
       (evaluate { services.synapse-token-auth.secretFile = "/run/a"; }).systemd.services == { };
   };
