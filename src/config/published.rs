@@ -6,7 +6,7 @@ use std::{path::PathBuf, sync::Arc};
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
-use super::{Reader, algorithm_names, parse_algorithms};
+use super::{Reader, algorithm_names, keys::parse_algorithms};
 use crate::keys::{
     KeyType,
     cache::CachePolicy,

@@ -11,6 +11,11 @@ use jsonwebtoken::Algorithm;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+mod jws;
+mod reason;
+
+use self::jws::{Failed, Header, Parts, StrictObject, rejection, split};
+pub use self::reason::{RejectReason, Rejection};
 use crate::{
     config::Config,
     keys::{
@@ -29,168 +34,6 @@ const MAX_DISPLAYNAME_CHARS: usize = 256;
 pub const MAX_TOKEN_ID_BYTES: usize = 256;
 /// Latest `replay_until`: stores keep it in a signed 64-bit column.
 pub const MAX_REPLAY_UNTIL: u64 = i64::MAX as u64;
-
-/// Why a token was refused. The codes are stable: logs, the daemon API and the Python shim use
-/// them, and admins grep for them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum RejectReason {
-    /// Not three base64url segments with a JSON header and payload.
-    MalformedToken,
-    /// Longer than [`MAX_TOKEN_BYTES`].
-    TokenTooLarge,
-    /// The header names an algorithm that is not configured (including `none`).
-    AlgorithmNotAllowed,
-    /// The header has a `crit` or `b64` parameter (no JWS extension is understood), or
-    /// `cty: "JWT"` (a nested JWT).
-    UnsupportedHeader,
-    /// `kid` names no configured or published key that accepts the token's algorithm.
-    UnknownKeyId,
-    /// The key source publishes no usable key: never fetched successfully, or the last good set
-    /// is older than the maximum staleness.
-    KeysUnavailable,
-    /// The signature does not verify with the configured key.
-    BadSignature,
-    /// `exp`, `nbf` or `iat` is not a number.
-    MalformedClaim,
-    /// No `exp` while `require_expiry` is on.
-    MissingExpiry,
-    /// `exp` is in the past (beyond the leeway).
-    Expired,
-    /// `nbf` is in the future (beyond the leeway).
-    NotYetValid,
-    /// `iat` is in the future (beyond the leeway).
-    IssuedInFuture,
-    /// `iss` is missing or not the configured issuer.
-    WrongIssuer,
-    /// `aud` names none of the configured audiences, is missing while `audiences` is configured,
-    /// or is present while no `audiences` are configured (RFC 7519 section 4.1.3).
-    WrongAudience,
-    /// The subject claim is missing, not a string, or not a valid user.
-    InvalidSubject,
-    /// The login identifier is not a valid user.
-    InvalidUser,
-    /// A full user id of another homeserver, in the subject or the identifier.
-    ForeignServer,
-    /// The subject and the login identifier name different users.
-    SubjectMismatch,
-    /// `type: chatbox` but the localpart does not end in a UUID.
-    ChatboxLocalpart,
-    /// The admin claim is present but not a JSON boolean.
-    InvalidAdminClaim,
-    /// The display name claim is present but not a string of at most 256 characters.
-    InvalidDisplayname,
-    /// With `single_use_tokens`: `jti` is present but not a non-empty string of at most
-    /// [`MAX_TOKEN_ID_BYTES`] bytes without control characters.
-    InvalidTokenId,
-    /// `oauth`: the `scope` claim lacks one of the `required_scopes`.
-    InsufficientScope,
-    /// `oauth`: the claims fail the configured `validator`.
-    ClaimsRejected,
-    /// `oauth`: the JWT and the introspection answer (or two paths) disagree on a value.
-    ClaimsDisagree,
-    /// `oauth`: the e-mail claim is present but not a plausible address.
-    InvalidEmail,
-    /// `oauth`, `oidc`: the introspection answer does not say `active: true` (revoked,
-    /// expired or unknown token).
-    TokenInactive,
-    /// `oauth`, `oidc`: the introspection endpoint gave no usable answer (down, slow, an
-    /// error status, not a JSON object). Not the client's doing: logged at ERROR.
-    IntrospectionFailed,
-    /// `oidc`: the token grants neither the `User` nor the `OrgAdmin` role in the project.
-    MissingRole,
-    /// `oidc`: the token was issued to a client not in `allowed_client_ids`.
-    ClientNotAllowed,
-}
-
-impl RejectReason {
-    /// The stable machine-readable code, e.g. `expired`.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::MalformedToken => "malformed_token",
-            Self::TokenTooLarge => "token_too_large",
-            Self::AlgorithmNotAllowed => "algorithm_not_allowed",
-            Self::UnsupportedHeader => "unsupported_header",
-            Self::UnknownKeyId => "unknown_key_id",
-            Self::KeysUnavailable => "keys_unavailable",
-            Self::BadSignature => "bad_signature",
-            Self::MalformedClaim => "malformed_claim",
-            Self::MissingExpiry => "missing_expiry",
-            Self::Expired => "expired",
-            Self::NotYetValid => "not_yet_valid",
-            Self::IssuedInFuture => "issued_in_future",
-            Self::WrongIssuer => "wrong_issuer",
-            Self::WrongAudience => "wrong_audience",
-            Self::InvalidSubject => "invalid_subject",
-            Self::InvalidUser => "invalid_user",
-            Self::ForeignServer => "foreign_server",
-            Self::SubjectMismatch => "subject_mismatch",
-            Self::ChatboxLocalpart => "chatbox_localpart",
-            Self::InvalidAdminClaim => "invalid_admin_claim",
-            Self::InvalidDisplayname => "invalid_displayname",
-            Self::InvalidTokenId => "invalid_token_id",
-            Self::InsufficientScope => "insufficient_scope",
-            Self::ClaimsRejected => "claims_rejected",
-            Self::ClaimsDisagree => "claims_disagree",
-            Self::InvalidEmail => "invalid_email",
-            Self::TokenInactive => "token_inactive",
-            Self::IntrospectionFailed => "introspection_failed",
-            Self::MissingRole => "missing_role",
-            Self::ClientNotAllowed => "client_not_allowed",
-        }
-    }
-
-    /// Every reason, for documentation and tests.
-    pub const ALL: [Self; 30] = [
-        Self::MalformedToken,
-        Self::TokenTooLarge,
-        Self::AlgorithmNotAllowed,
-        Self::UnsupportedHeader,
-        Self::UnknownKeyId,
-        Self::KeysUnavailable,
-        Self::BadSignature,
-        Self::MalformedClaim,
-        Self::MissingExpiry,
-        Self::Expired,
-        Self::NotYetValid,
-        Self::IssuedInFuture,
-        Self::WrongIssuer,
-        Self::WrongAudience,
-        Self::InvalidSubject,
-        Self::InvalidUser,
-        Self::ForeignServer,
-        Self::SubjectMismatch,
-        Self::ChatboxLocalpart,
-        Self::InvalidAdminClaim,
-        Self::InvalidDisplayname,
-        Self::InvalidTokenId,
-        Self::InsufficientScope,
-        Self::ClaimsRejected,
-        Self::ClaimsDisagree,
-        Self::InvalidEmail,
-        Self::TokenInactive,
-        Self::IntrospectionFailed,
-        Self::MissingRole,
-        Self::ClientNotAllowed,
-    ];
-}
-
-impl fmt::Display for RejectReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A refused token: the reason, and what the header said (for the audit log) when it could be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("token rejected: {reason}")]
-pub struct Rejection {
-    pub reason: RejectReason,
-    pub alg: Option<String>,
-    pub kid: Option<String>,
-}
 
 /// An accepted token: who logs in and what the module should apply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -260,15 +103,6 @@ struct Verified<'t> {
     signing_input: &'t [u8],
 }
 
-/// A compact JWS split into its parts, with its header read but not yet trusted.
-struct Parts<'t> {
-    header: Header,
-    header_b64: &'t str,
-    payload_b64: &'t str,
-    signature_b64: &'t str,
-    token: &'t str,
-}
-
 /// What a login needs next, when keys are fetched from an identity provider. `T` is what the
 /// decision carries: a [`Verdict`] for JWT login, the token's [`SignedClaims`] for the `oauth`
 /// login type, which names the user by its own rules.
@@ -296,78 +130,6 @@ impl<T> Step<T> {
             result,
             refresh: None,
         }
-    }
-}
-
-/// Why a token failed, with its header when that could be read (for the audit log).
-type Failed = (RejectReason, Option<Header>);
-
-/// The JOSE header members the verifier acts on.
-struct Header {
-    alg: String,
-    kid: Option<String>,
-    /// `crit`, `b64` or `cty: "JWT"`: something this verifier does not implement and so must
-    /// not accept (RFC 7515 section 4.1.11, RFC 7797 section 6, RFC 7519 section 7.2).
-    unsupported: bool,
-}
-
-impl Header {
-    /// Reads a header: a JSON object of valid UTF-8 with unique member names (RFC 7515
-    /// section 5.2), whose `alg` is a string and whose `kid`, when present, is a string.
-    fn parse(json: &[u8]) -> Option<Self> {
-        let StrictObject(mut members) = serde_json::from_slice(json).ok()?;
-        let Some(Value::String(alg)) = members.remove("alg") else {
-            return None;
-        };
-        let kid = match members.remove("kid") {
-            None => None,
-            Some(Value::String(kid)) => Some(kid),
-            Some(_) => return None,
-        };
-        // Present at all counts, whatever the value: `crit: null` is not "no crit".
-        let unsupported = members.contains_key("crit")
-            || members.contains_key("b64")
-            || members
-                .get("cty")
-                .and_then(Value::as_str)
-                .is_some_and(|cty| cty.eq_ignore_ascii_case("JWT"));
-        Some(Self {
-            alg,
-            kid,
-            unsupported,
-        })
-    }
-}
-
-/// A JSON object with unique member names. serde_json's own map keeps the last of duplicate
-/// names and its derived structs also take a JSON array; JOSE parsers must reject both
-/// (RFC 7515 section 5.2, RFC 7519 section 4), so that two parsers can never read one token
-/// differently. Member values are fully parsed, so invalid UTF-8 anywhere is an error.
-struct StrictObject(Map<String, Value>);
-
-impl<'de> Deserialize<'de> for StrictObject {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = StrictObject;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object with unique member names")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut access: A,
-            ) -> Result<StrictObject, A::Error> {
-                let mut members = Map::new();
-                while let Some(name) = access.next_key::<String>()? {
-                    let value = access.next_value::<Value>()?;
-                    if members.insert(name, value).is_some() {
-                        return Err(serde::de::Error::custom("duplicate member name"));
-                    }
-                }
-                Ok(StrictObject(members))
-            }
-        }
-        deserializer.deserialize_map(Visitor)
     }
 }
 
@@ -881,39 +643,6 @@ fn hex(bytes: &[u8]) -> String {
             let _ = write!(out, "{b:02x}");
             out
         })
-}
-
-/// Splits a compact JWS and reads its header, bounded in size before any work.
-fn split(token: &str) -> Result<Parts<'_>, Failed> {
-    if token.len() > MAX_TOKEN_BYTES {
-        return Err((RejectReason::TokenTooLarge, None));
-    }
-    let malformed = || (RejectReason::MalformedToken, None);
-    let mut segments = token.split('.');
-    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) = (
-        segments.next(),
-        segments.next(),
-        segments.next(),
-        segments.next(),
-    ) else {
-        return Err(malformed());
-    };
-    let header_json = URL_SAFE_NO_PAD
-        .decode(header_b64)
-        .map_err(|_| malformed())?;
-    let header = Header::parse(&header_json).ok_or_else(malformed)?;
-    Ok(Parts {
-        header,
-        header_b64,
-        payload_b64,
-        signature_b64,
-        token,
-    })
-}
-
-fn rejection((reason, header): Failed) -> Rejection {
-    let (alg, kid) = header.map_or((None, None), |h| (Some(h.alg), h.kid));
-    Rejection { reason, alg, kid }
 }
 
 /// A NumericDate claim (RFC 7519 section 2): a JSON number, possibly non-integer.

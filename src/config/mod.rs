@@ -8,20 +8,24 @@
 //! Parsing never stops at the first problem: every unknown key, wrong type and invalid value is
 //! collected, so an admin fixes the whole file in one go.
 
-use std::{
-    fmt,
-    path::{Path, PathBuf},
-    sync::Arc,
-};
+use std::{path::Path, sync::Arc};
 
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
-use crate::keys::{KeySource, KeyType, VerificationKey};
+use crate::keys::{KeySource, VerificationKey};
 
+mod error;
+mod keys;
 mod published;
+mod reader;
 
-pub use published::Published;
+use self::keys::{parse_additional_keys, parse_key};
+pub(crate) use self::reader::{Reader, kind};
+pub use self::{
+    error::{ConfigError, Origin, Problem},
+    published::Published,
+};
 
 /// Default accepted algorithm, as in the original module.
 pub const DEFAULT_ALGORITHM: Algorithm = Algorithm::HS512;
@@ -80,8 +84,8 @@ fn known_keys(keys: impl Iterator<Item = &'static str>) -> String {
 /// so their number bounds the work a bad token costs.
 pub const MAX_ADDITIONAL_KEYS: usize = 8;
 
-/// Sections of the original module's 0.4+ layout that this project does not implement.
-const UNSUPPORTED_SECTIONS: &[&str] = &["oidc", "oauth", "epa"];
+/// The original module's other login types: sections of their own, read beside the policy.
+const OTHER_LOGIN_SECTIONS: &[&str] = &["oidc", "oauth"];
 
 /// A key that may sign login tokens, loaded and bound to the algorithms it verifies.
 #[derive(Debug, Clone)]
@@ -217,79 +221,6 @@ fn algorithm_names(algorithms: &[Algorithm]) -> Value {
         .collect()
 }
 
-/// Where a configuration came from, for error messages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    /// A file on disk.
-    File(PathBuf),
-    /// Something else, described in words (for example "the module config in homeserver.yaml").
-    Other(String),
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::File(path) => write!(f, "`{}`", path.display()),
-            Self::Other(what) => f.write_str(what),
-        }
-    }
-}
-
-/// One thing wrong with a configuration, tied to the key it concerns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Dotted path of the key, e.g. `jwt.secret` or `server.listen`.
-    pub key: String,
-    /// What is wrong and, when possible, how to fix it.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "`{}`: {}", self.key, self.message)
-    }
-}
-
-/// A configuration that cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read configuration file `{}`", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML.
-    #[error("configuration file `{}` is not valid TOML: {message}", path.display())]
-    Syntax { path: PathBuf, message: String },
-    /// The document parsed but its content is invalid.
-    #[error("invalid configuration in {origin}: {}", join_problems(problems))]
-    Invalid {
-        origin: Origin,
-        problems: Vec<Problem>,
-    },
-}
-
-impl ConfigError {
-    /// The individual problems, for callers that want to show them one per line.
-    #[must_use]
-    pub fn problems(&self) -> &[Problem] {
-        match self {
-            Self::Invalid { problems, .. } => problems,
-            _ => &[],
-        }
-    }
-}
-
-fn join_problems(problems: &[Problem]) -> String {
-    problems
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 /// A parsed configuration document: the policy and the sections that belong to its host
 /// (`server` for the daemon, `verifier` for the Synapse module), left for the host to read.
 #[derive(Debug, Clone)]
@@ -376,8 +307,12 @@ impl Document {
 }
 
 fn unknown_top_level(key: &str, jwt_layout: bool) -> Problem {
-    let message = if UNSUPPORTED_SECTIONS.contains(&key) {
-        "this section of the original module is not supported: only JWT login is".to_owned()
+    let message = if key == "epa" {
+        "the original module's ePA login type (encrypted JWE tokens) is not supported".to_owned()
+    } else if OTHER_LOGIN_SECTIONS.contains(&key) {
+        "a section of its own beside the JWT policy (`[oauth]`/`[oidc]` in the daemon's file, \
+         `oauth:`/`oidc:` in the module's config), not inside `jwt`"
+            .to_owned()
     } else if jwt_layout && policy_keys().any(|k| k == key) {
         "belongs inside the `jwt` section when that section is used".to_owned()
     } else {
@@ -386,117 +321,6 @@ fn unknown_top_level(key: &str, jwt_layout: bool) -> Problem {
     Problem {
         key: key.to_owned(),
         message,
-    }
-}
-
-/// Typed access to a JSON map that records a problem for every wrong value.
-pub(crate) struct Reader<'a> {
-    pub(crate) map: &'a Map<String, Value>,
-    pub(crate) prefix: &'a str,
-    pub(crate) problems: &'a mut Vec<Problem>,
-}
-
-impl Reader<'_> {
-    pub(crate) fn problem(&mut self, key: &str, message: impl Into<String>) {
-        self.problems.push(Problem {
-            key: format!("{}{key}", self.prefix),
-            message: message.into(),
-        });
-    }
-
-    pub(crate) fn string(&mut self, key: &str) -> Option<String> {
-        match self.map.get(key)? {
-            Value::String(s) => Some(s.clone()),
-            Value::Null => None,
-            other => {
-                self.problem(key, format!("expected a string, found {}", kind(other)));
-                None
-            }
-        }
-    }
-
-    pub(crate) fn non_empty_string(&mut self, key: &str) -> Option<String> {
-        let value = self.string(key)?;
-        if value.is_empty() {
-            self.problem(key, "must not be empty");
-            return None;
-        }
-        Some(value)
-    }
-
-    pub(crate) fn bool(&mut self, key: &str) -> Option<bool> {
-        match self.map.get(key)? {
-            Value::Bool(b) => Some(*b),
-            Value::Null => None,
-            other => {
-                self.problem(
-                    key,
-                    format!("expected true or false, found {}", kind(other)),
-                );
-                None
-            }
-        }
-    }
-
-    pub(crate) fn u64(&mut self, key: &str) -> Option<u64> {
-        match self.map.get(key)? {
-            Value::Number(n) if n.as_u64().is_some() => n.as_u64(),
-            Value::Null => None,
-            other => {
-                self.problem(
-                    key,
-                    format!("expected a whole number of seconds, found {}", kind(other)),
-                );
-                None
-            }
-        }
-    }
-
-    /// A string or a list of strings.
-    pub(crate) fn strings(&mut self, key: &str) -> Option<Vec<String>> {
-        match self.map.get(key)? {
-            Value::String(s) => Some(vec![s.clone()]),
-            Value::Array(items) => {
-                let mut out = Vec::with_capacity(items.len());
-                for item in items {
-                    match item {
-                        Value::String(s) => out.push(s.clone()),
-                        other => {
-                            self.problem(
-                                key,
-                                format!("expected a list of strings, found {} in it", kind(other)),
-                            );
-                            return None;
-                        }
-                    }
-                }
-                Some(out)
-            }
-            Value::Null => None,
-            other => {
-                self.problem(
-                    key,
-                    format!(
-                        "expected a string or a list of strings, found {}",
-                        kind(other)
-                    ),
-                );
-                None
-            }
-        }
-    }
-}
-
-/// Describes a JSON value's type for error messages, without echoing it (it may be a secret).
-pub(crate) fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(n) if n.is_f64() => "a decimal number",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a mapping",
     }
 }
 
@@ -626,178 +450,6 @@ fn parse_policy(
     })
 }
 
-/// One key: its source, algorithms, `key_id` and `allow_weak_secret`, from the reader's map.
-fn parse_key(r: &mut Reader<'_>, name: &str) -> Option<TrustedKey> {
-    let algorithms = parse_algorithms(r);
-    let allow_weak_secret = r.bool("allow_weak_secret").unwrap_or(false);
-    let key_id = r.non_empty_string("key_id");
-    let source = parse_key_source(r);
-    let (Some(source), Some(algorithms)) = (source, algorithms) else {
-        return None;
-    };
-    match VerificationKey::load(&source, &algorithms, allow_weak_secret) {
-        Ok(key) => Some(TrustedKey {
-            name: Arc::from(name),
-            key,
-            source,
-            algorithms,
-            key_id,
-        }),
-        Err(err) => {
-            r.problem(source.config_key(), err.to_string());
-            None
-        }
-    }
-}
-
-/// `additional_keys`: a list of mappings, each one key as at the top level.
-fn parse_additional_keys(r: &mut Reader<'_>) -> Option<Vec<TrustedKey>> {
-    let entries = match r.map.get("additional_keys") {
-        None | Some(Value::Null) => return Some(Vec::new()),
-        Some(Value::Array(entries)) => entries,
-        Some(other) => {
-            let found = kind(other);
-            r.problem(
-                "additional_keys",
-                format!("expected a list of key mappings, found {found}"),
-            );
-            return None;
-        }
-    };
-    if entries.len() > MAX_ADDITIONAL_KEYS {
-        r.problem(
-            "additional_keys",
-            format!(
-                "{} entries is more than the maximum of {MAX_ADDITIONAL_KEYS}",
-                entries.len()
-            ),
-        );
-        return None;
-    }
-    let mut keys = Vec::with_capacity(entries.len());
-    let mut complete = true;
-    for (i, entry) in entries.iter().enumerate() {
-        let name = format!("additional_keys[{i}]");
-        let prefix = format!("{}{name}.", r.prefix);
-        let Value::Object(map) = entry else {
-            r.problem(
-                &name,
-                format!(
-                    "expected a mapping with a key source, found {}",
-                    kind(entry)
-                ),
-            );
-            complete = false;
-            continue;
-        };
-        let mut entry_reader = Reader {
-            map,
-            prefix: &prefix,
-            problems: &mut *r.problems,
-        };
-        let mut unknown: Vec<&String> = map
-            .keys()
-            .filter(|k| !key_entry_keys().any(|known| known == k.as_str()))
-            .collect();
-        unknown.sort();
-        for key in unknown {
-            entry_reader.problem(
-                key,
-                format!(
-                    "unknown key in an additional key; known keys are {}",
-                    known_keys(key_entry_keys())
-                ),
-            );
-        }
-        match parse_key(&mut entry_reader, &name) {
-            Some(key) => keys.push(key),
-            None => complete = false,
-        }
-    }
-    complete.then_some(keys)
-}
-
-fn parse_algorithms(r: &mut Reader<'_>) -> Option<Vec<Algorithm>> {
-    if r.map.get("algorithm").is_none_or(Value::is_null) {
-        return Some(vec![DEFAULT_ALGORITHM]);
-    }
-    // A wrong type has been reported by `strings`.
-    let names = r.strings("algorithm")?;
-    if names.is_empty() {
-        r.problem("algorithm", "must name at least one algorithm");
-        return None;
-    }
-    let mut algorithms = Vec::with_capacity(names.len());
-    for name in &names {
-        if name.eq_ignore_ascii_case("none") {
-            r.problem("algorithm", "`none` (unsigned tokens) is never accepted");
-            return None;
-        }
-        let supported = name
-            .parse::<Algorithm>()
-            .ok()
-            .filter(|alg| KeyType::for_algorithm(*alg).is_some());
-        match supported {
-            Some(alg) if !algorithms.contains(&alg) => algorithms.push(alg),
-            Some(_) => {}
-            None => {
-                r.problem(
-                    "algorithm",
-                    format!(
-                        "`{name}` is not supported; use one of HS256, HS384, HS512, RS256, RS384, \
-                         RS512, PS256, PS384, PS512, ES256, ES384, EdDSA"
-                    ),
-                );
-                return None;
-            }
-        }
-    }
-    Some(algorithms)
-}
-
-fn parse_key_source(r: &mut Reader<'_>) -> Option<KeySource> {
-    let candidates = [
-        r.string("secret").map(KeySource::Secret),
-        r.non_empty_string("secret_file")
-            .map(|p| KeySource::SecretFile(p.into())),
-        r.non_empty_string("secret_credential")
-            .map(KeySource::SecretCredential),
-        r.non_empty_string("keyfile")
-            .map(|p| KeySource::Keyfile(p.into())),
-        r.non_empty_string("keyfile_credential")
-            .map(KeySource::KeyfileCredential),
-    ];
-    let mut given: Vec<KeySource> = candidates.into_iter().flatten().collect();
-    match given.len() {
-        1 => given.pop(),
-        // A key given with the wrong type has been reported already; say "missing" only when
-        // none was given at all.
-        0 if KEY_SOURCES.iter().any(|k| r.map.contains_key(*k)) => None,
-        0 => {
-            r.problem(
-                "secret",
-                "no key configured: set exactly one of `secret`, `secret_file`, \
-                 `secret_credential`, `keyfile` or `keyfile_credential`",
-            );
-            None
-        }
-        _ => {
-            let names: Vec<_> = given
-                .iter()
-                .map(|s| format!("`{}`", s.config_key()))
-                .collect();
-            r.problem(
-                given[1].config_key(),
-                format!(
-                    "only one key source may be set, found {}",
-                    names.join(" and ")
-                ),
-            );
-            None
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -852,8 +504,8 @@ mod tests {
         }))
         .expect_err("invalid");
         assert_eq!(problem_keys(&err), ["algorithms", "require_expiry"]);
-        let err = parse(json!({ "jwt": { "secret": SECRET64 }, "oidc": {} })).expect_err("invalid");
-        assert_eq!(problem_keys(&err), ["oidc"]);
+        let err = parse(json!({ "jwt": { "secret": SECRET64 }, "epa": {} })).expect_err("invalid");
+        assert_eq!(problem_keys(&err), ["epa"]);
         assert!(err.to_string().contains("not supported"), "{err}");
     }
 
