@@ -296,7 +296,8 @@ def test_oidc_type_checks_the_project_roles(setup):
     setup.refused(OIDC, "carol", tok, "token_inactive")
 
 
-def test_jwt_validation_against_the_jwks_endpoint(tmp_path):
+@pytest.mark.parametrize("mode", ["embedded", "daemon"])
+def test_jwt_validation_against_the_jwks_endpoint(tmp_path, mode):
     idp = IdP([new_key("ES256", "ec-1")], users={"frank": {"name": "Frank"}, "grace": {}})
     config = {
         "oauth": {
@@ -313,6 +314,12 @@ def test_jwt_validation_against_the_jwks_endpoint(tmp_path):
             "registration_enabled": True,
         }
     }
+    daemon = None
+    if mode == "daemon":
+        # The daemon fetches and caches the key set and verifies the JWTs.
+        daemon = Daemon(tmp_path, toml(config))
+        daemon.start()
+        config = {"verifier": {"socket": str(daemon.socket), "login_types": [OAUTH], "timeout_seconds": 10}}
     hs = Homeserver(tmp_path, config)
     hs.start()
     try:
@@ -348,6 +355,8 @@ def test_jwt_validation_against_the_jwks_endpoint(tmp_path):
         assert "OAuth login rejected for @frank:test.local: subject_mismatch" in log
     finally:
         hs.stop()
+        if daemon:
+            daemon.stop()
         idp.stop()
 
 
