@@ -53,6 +53,14 @@ def test_config_never_echoes_the_secret():
             ["`oauth.introspection_validation.localpart_path`", "names the user"],
         ),
         ({"oidc": {"issuer": "https://idp", "client_id": "c"}}, ["`oidc.client_secret`", "`oidc.project_id`"]),
+        (
+            {
+                "verifier": {"socket": "/run/v.sock", "login_types": ["com.famedly.login.token.oauth"]},
+                "oauth": {"introspection_validation": {"endpoint": "https://idp/i", "localpart_path": "sub"}},
+            },
+            ["`oauth`", "belongs in the daemon's config.toml"],
+        ),
+        ({"verifier": {"socket": "/run/v.sock", "login_types": ["oauth"]}}, ["`verifier.login_types`"]),
         ({"secret": SECRET, "algorithm": "none"}, ["`algorithm`", "never accepted"]),
         ({"secret": SECRET, "allow_registration": "yes"}, ["`allow_registration`", "true or false"]),
         ({"keyfile": "/nonexistent.pem", "algorithm": "RS256"}, ["`keyfile`", "/nonexistent.pem"]),

@@ -1,5 +1,5 @@
 //! The verifier daemon: `POST /v1/verify`, `GET /healthz` and `GET /metrics` over unix or TCP
-//! sockets.
+//! sockets, and the routes of the `oauth` and `oidc` login types (`oauth.rs`).
 //!
 //! The policy lives behind an [`ArcSwap`] so that SIGHUP can replace it while requests are in
 //! flight; a request sees either the old or the new policy, never a mix.
@@ -190,14 +190,7 @@ pub fn configure(shared: Arc<Shared>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(web::Data::from(shared))
             .service(web::resource("/v1/verify").route(web::post().to(verify)))
-            .service(web::resource("/v1/oauth/verify").route(web::post().to(oauth_verify)))
-            .service(
-                web::resource("/v1/oauth/registration").route(web::post().to(oauth_registration)),
-            )
-            .service(web::resource("/v1/oidc/verify").route(web::post().to(oidc_verify)))
-            .service(
-                web::resource("/v1/login-metadata/{name}").route(web::get().to(login_metadata)),
-            )
+            .configure(oauth::routes)
             .service(web::resource("/healthz").route(web::get().to(healthz)))
             .service(web::resource("/metrics").route(web::get().to(metrics)));
     }
@@ -346,142 +339,6 @@ async fn verify(
                 reason: rejection.reason,
             })
         }
-    }
-}
-
-/// Reads an authorized request's JSON body, or the error answer.
-async fn authorized_body<T: serde::de::DeserializeOwned>(
-    request: &HttpRequest,
-    shared: &Shared,
-    payload: web::Payload,
-) -> Result<T, HttpResponse> {
-    if !shared.authorized(request) {
-        tracing::warn!(target: "synapse_token_auth::audit", result = "unauthorized", "request without the client token refused");
-        return Err(unauthorized(shared));
-    }
-    let body = read_body(request, shared, payload).await?;
-    let parsed = match serde_json::from_slice::<Value>(&body) {
-        Ok(value @ Value::Object(_)) => serde_json::from_value(value).map_err(|e| e.to_string()),
-        Ok(other) => Err(format!(
-            "expected a JSON object, found {}",
-            crate::config::kind(&other)
-        )),
-        Err(err) => Err(err.to_string()),
-    };
-    parsed.map_err(|err| {
-        error(
-            shared,
-            HttpResponse::BadRequest(),
-            &format!("invalid request body: {err}"),
-        )
-    })
-}
-
-fn not_configured(shared: &Shared, what: &str) -> HttpResponse {
-    error(
-        shared,
-        HttpResponse::NotFound(),
-        &format!("the `{what}` login type is not configured"),
-    )
-}
-
-/// A refused `oauth`/`oidc` login: 403 with the reason; an endpoint that failed is logged at
-/// WARN with its detail (an operator's problem), a client's token at INFO.
-fn refused(
-    shared: &Shared,
-    login_type: &str,
-    request: &VerifyRequest,
-    (reason, detail): (crate::RejectReason, String),
-    received: Instant,
-) -> HttpResponse {
-    shared.metrics.decided(Some(reason), received.elapsed());
-    let user_id = qualified(&request.user, &request.server_name);
-    if reason == crate::RejectReason::IntrospectionFailed {
-        tracing::warn!(target: "synapse_token_auth::audit", user_id = %user_id, result = "rejected",
-            reason = reason.as_str(), detail = %printable(&detail), "{login_type} login refused");
-    } else {
-        tracing::info!(target: "synapse_token_auth::audit", user_id = %user_id, result = "rejected",
-            reason = reason.as_str(), "{login_type} login rejected");
-    }
-    HttpResponse::Forbidden().json(RejectBody { reason })
-}
-
-async fn oauth_verify(
-    request: HttpRequest,
-    shared: web::Data<Shared>,
-    payload: web::Payload,
-) -> HttpResponse {
-    other_login(OtherType::OAuth, request, shared, payload).await
-}
-
-async fn oidc_verify(
-    request: HttpRequest,
-    shared: web::Data<Shared>,
-    payload: web::Payload,
-) -> HttpResponse {
-    other_login(OtherType::Oidc, request, shared, payload).await
-}
-
-async fn other_login(
-    kind: OtherType,
-    request: HttpRequest,
-    shared: web::Data<Shared>,
-    payload: web::Payload,
-) -> HttpResponse {
-    let received = Instant::now();
-    let login: VerifyRequest = match authorized_body(&request, &shared, payload).await {
-        Ok(login) => login,
-        Err(response) => return response,
-    };
-    let policy = shared.policy.load_full();
-    match policy
-        .others
-        .verify(kind, &login.token, &login.user, &login.server_name)
-        .await
-    {
-        None => not_configured(&shared, kind.section()),
-        Some(Ok((user_id, answer))) => {
-            shared.metrics.decided(None, received.elapsed());
-            tracing::info!(target: "synapse_token_auth::audit", user_id = %user_id,
-                result = "accepted", "{} login accepted", kind.name());
-            HttpResponse::Ok().json(answer)
-        }
-        Some(Err(failed)) => refused(&shared, kind.name(), &login, failed, received),
-    }
-}
-
-async fn oauth_registration(
-    request: HttpRequest,
-    shared: web::Data<Shared>,
-    payload: web::Payload,
-) -> HttpResponse {
-    let call: RegistrationRequest = match authorized_body(&request, &shared, payload).await {
-        Ok(call) => call,
-        Err(response) => return response,
-    };
-    let user_id = printable(&call.user_id).into_owned();
-    let policy = shared.policy.load_full();
-    match policy.others.registration(call).await {
-        None => not_configured(&shared, "oauth"),
-        Some(answer) => {
-            if !answer.delivered {
-                tracing::warn!(target: "synapse_token_auth::audit", user_id = %user_id,
-                    detail = %printable(&answer.detail), "registration webhook failed");
-            }
-            HttpResponse::Ok().json(answer)
-        }
-    }
-}
-
-/// The metadata resources are public (the module serves them to anyone), so no client token.
-async fn login_metadata(name: web::Path<String>, shared: web::Data<Shared>) -> HttpResponse {
-    match shared.policy.load().others.metadata(&name) {
-        Some(document) => HttpResponse::Ok().json(document),
-        None => error(
-            &shared,
-            HttpResponse::NotFound(),
-            "no such metadata resource",
-        ),
     }
 }
 
