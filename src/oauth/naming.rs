@@ -9,11 +9,7 @@
 use serde_json::Value;
 
 use super::{OAuth, OAuthVerdict, UsernameType, claims::ClaimSource};
-use crate::{
-    claims::python_truthy,
-    subject::{self, UserError},
-    verify::RejectReason,
-};
+use crate::{claims::ClaimPath, claims::python_truthy, subject, verify::RejectReason};
 
 /// Longest display name Synapse stores.
 const MAX_DISPLAYNAME_CHARS: usize = 256;
@@ -182,24 +178,16 @@ fn token_localpart(
     claims: &Value,
     server_name: &str,
 ) -> Result<Option<String>, RejectReason> {
-    let invalid = |e| match e {
-        UserError::Invalid => RejectReason::InvalidSubject,
-        UserError::ForeignServer => RejectReason::ForeignServer,
+    // A localpart path must find a localpart, an fq_uid path a full user id.
+    let read = |path: Option<&ClaimPath>, full: bool| match path.and_then(|p| p.lookup(claims)) {
+        None => Ok(None),
+        Some(Value::String(s)) if s.starts_with('@') == full => subject::localpart(s, server_name)
+            .map(Some)
+            .map_err(RejectReason::of_token_user),
+        Some(_) => Err(RejectReason::InvalidSubject),
     };
-    let from_localpart = match source.localpart.as_ref().and_then(|p| p.lookup(claims)) {
-        None => None,
-        Some(Value::String(s)) if !s.starts_with('@') => {
-            Some(subject::localpart(s, server_name).map_err(invalid)?)
-        }
-        Some(_) => return Err(RejectReason::InvalidSubject),
-    };
-    let from_fq_uid = match source.fq_uid.as_ref().and_then(|p| p.lookup(claims)) {
-        None => None,
-        Some(Value::String(s)) if s.starts_with('@') => {
-            Some(subject::localpart(s, server_name).map_err(invalid)?)
-        }
-        Some(_) => return Err(RejectReason::InvalidSubject),
-    };
+    let from_localpart = read(source.localpart.as_ref(), false)?;
+    let from_fq_uid = read(source.fq_uid.as_ref(), true)?;
     match (from_localpart, from_fq_uid) {
         (Some(a), Some(b)) if a != b => Err(RejectReason::ClaimsDisagree),
         (a, b) => Ok(a.or(b)),
@@ -221,10 +209,7 @@ fn identifier_localpart(
     if !fits {
         return Err(RejectReason::InvalidUser);
     }
-    subject::localpart(user, server_name).map_err(|e| match e {
-        UserError::Invalid => RejectReason::InvalidUser,
-        UserError::ForeignServer => RejectReason::ForeignServer,
-    })
+    subject::localpart(user, server_name).map_err(RejectReason::of_login_user)
 }
 
 /// One `@`, something on each side, no spaces or control characters, bounded.

@@ -18,7 +18,7 @@ use super::{
 use crate::{
     config::{Problem, Reader, kind},
     keys::published::check_url,
-    subject::{self, UserError},
+    subject,
     verify::RejectReason,
 };
 
@@ -208,10 +208,8 @@ impl Oidc {
             .ok()
             .filter(|_| !claimed.starts_with('@'))
             .ok_or(RejectReason::InvalidSubject)?;
-        let identified = subject::localpart(identifier_user, server_name).map_err(|e| match e {
-            UserError::Invalid => RejectReason::InvalidUser,
-            UserError::ForeignServer => RejectReason::ForeignServer,
-        })?;
+        let identified = subject::localpart(identifier_user, server_name)
+            .map_err(RejectReason::of_login_user)?;
         if identified != localpart {
             return Err(RejectReason::SubjectMismatch);
         }

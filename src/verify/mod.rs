@@ -22,7 +22,7 @@ use crate::{
         jwks::KeySet,
         published::{FetchRequest, PublishedSource, RemoteDecision, RemoteKeys},
     },
-    subject::{self, UserError},
+    subject,
 };
 
 /// Longest accepted token, in bytes. Real login tokens are well under 2 KiB; the bound keeps
@@ -590,14 +590,10 @@ impl Verifier {
             .get(&c.subject_claim)
             .and_then(Value::as_str)
             .ok_or(RejectReason::InvalidSubject)?;
-        let localpart = subject::localpart(subject, server_name).map_err(|e| match e {
-            UserError::Invalid => RejectReason::InvalidSubject,
-            UserError::ForeignServer => RejectReason::ForeignServer,
-        })?;
-        let identified = subject::localpart(identifier_user, server_name).map_err(|e| match e {
-            UserError::Invalid => RejectReason::InvalidUser,
-            UserError::ForeignServer => RejectReason::ForeignServer,
-        })?;
+        let localpart =
+            subject::localpart(subject, server_name).map_err(RejectReason::of_token_user)?;
+        let identified = subject::localpart(identifier_user, server_name)
+            .map_err(RejectReason::of_login_user)?;
         if identified != localpart {
             return Err(RejectReason::SubjectMismatch);
         }

@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::subject::UserError;
+
 /// Why a token was refused. The codes are stable: logs, the daemon API and the Python shim use
 /// them, and admins grep for them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -149,6 +151,24 @@ impl RejectReason {
         Self::MissingRole,
         Self::ClientNotAllowed,
     ];
+}
+
+impl RejectReason {
+    /// Why the user a token names cannot log in here.
+    pub(crate) fn of_token_user(error: UserError) -> Self {
+        match error {
+            UserError::Invalid => Self::InvalidSubject,
+            UserError::ForeignServer => Self::ForeignServer,
+        }
+    }
+
+    /// Why the login's own identifier names no user here.
+    pub(crate) fn of_login_user(error: UserError) -> Self {
+        match error {
+            UserError::Invalid => Self::InvalidUser,
+            UserError::ForeignServer => Self::ForeignServer,
+        }
+    }
 }
 
 impl fmt::Display for RejectReason {
