@@ -203,10 +203,7 @@ impl PyOAuth {
         token: &str,
         now: Option<u64>,
     ) -> PyResult<Bound<'py, PyTuple>> {
-        let verifier = self
-            .inner
-            .jwt_verifier()
-            .ok_or_else(|| PyValueError::new_err("no jwt_validation"))?;
+        let verifier = self.jwt_verifier()?;
         let now = now.unwrap_or_else(synapse_token_auth::unix_now);
         match py.detach(|| verifier.login_claims(token, now)) {
             Step::Done { result, refresh } => {
@@ -229,10 +226,7 @@ impl PyOAuth {
         token: &str,
         now: Option<u64>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let verifier = self
-            .inner
-            .jwt_verifier()
-            .ok_or_else(|| PyValueError::new_err("no jwt_validation"))?;
+        let verifier = self.jwt_verifier()?;
         let now = now.unwrap_or_else(synapse_token_auth::unix_now);
         let result = py.detach(|| verifier.verify_claims(token, now));
         self.checked(py, result)
@@ -249,10 +243,7 @@ impl PyOAuth {
         body: Option<Vec<u8>>,
         error: Option<String>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let verifier = self
-            .inner
-            .jwt_verifier()
-            .ok_or_else(|| PyValueError::new_err("no jwt_validation"))?;
+        let verifier = self.jwt_verifier()?;
         report_fetch(py, verifier, request, status, cache_control, body, error)
     }
 
@@ -342,6 +333,12 @@ impl PyOAuth {
 }
 
 impl PyOAuth {
+    fn jwt_verifier(&self) -> PyResult<&synapse_token_auth::Verifier> {
+        self.inner
+            .jwt_verifier()
+            .ok_or_else(|| PyValueError::new_err("no jwt_validation"))
+    }
+
     fn checked<'py>(
         &self,
         py: Python<'py>,

@@ -138,7 +138,8 @@ pub struct Config {
 
 impl Config {
     /// A policy that accepts no token: for a daemon that serves only the `oauth` and `oidc`
-    /// login types. Every JWT login is refused (`algorithm_not_allowed`).
+    /// login types. Every JWT login is refused (`algorithm_not_allowed`). Its other values are
+    /// the defaults, which the `oauth` type's JWT policy starts from.
     #[must_use]
     pub fn no_jwt_login() -> Self {
         Self {

@@ -120,23 +120,29 @@ pub(super) fn section<T>(
         });
         return None;
     };
-    let mut unknown: Vec<&String> = map
-        .keys()
-        .filter(|k| !known.contains(&k.as_str()))
-        .collect();
-    unknown.sort();
-    for key in unknown {
-        problems.push(Problem {
-            key: format!("{prefix}{key}"),
-            message: format!("unknown key; known keys are {}", known.join(", ")),
-        });
-    }
     let mut r = Reader {
         map,
         prefix,
         problems,
     };
+    report_unknown(&mut r, known);
     Some(parse(&mut r))
+}
+
+/// A problem for each key of the reader's map that is not in `known`, in name order.
+pub(super) fn report_unknown(r: &mut Reader<'_>, known: &[&str]) {
+    let mut unknown: Vec<&String> = r
+        .map
+        .keys()
+        .filter(|k| !known.contains(&k.as_str()))
+        .collect();
+    unknown.sort();
+    for key in unknown {
+        r.problem(
+            key,
+            format!("unknown key; known keys are {}", known.join(", ")),
+        );
+    }
 }
 
 fn parse_oauth(r: &mut Reader<'_>) -> Option<OAuth> {
@@ -288,6 +294,7 @@ fn parse_jwt(r: &mut Reader<'_>) -> Option<JwtValidation> {
         );
     }
     let (keys, published) = parse_jwt_keys(r)?;
+    // Only the keys and the validity checks: the oauth type names the user by its own paths.
     let config = Config {
         keys,
         published,
@@ -295,12 +302,8 @@ fn parse_jwt(r: &mut Reader<'_>) -> Option<JwtValidation> {
         leeway_seconds,
         issuer,
         audiences,
-        allow_registration: false,
-        subject_claim: "sub".into(),
-        displayname_claim: "displayname".into(),
-        admin_claim: "admin".into(),
-        update_displayname_on_login: true,
         single_use_tokens,
+        ..Config::no_jwt_login()
     };
     Some(JwtValidation {
         verifier: Verifier::new(config),

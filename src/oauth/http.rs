@@ -8,6 +8,7 @@ use base64::{Engine as _, engine::general_purpose::STANDARD};
 use serde_json::{Map, Value};
 use url::Url;
 
+use super::config::report_unknown;
 use crate::{
     config::{Reader, kind},
     keys::{self, published::check_url},
@@ -233,17 +234,7 @@ fn parse_auth(r: &mut Reader<'_>) -> Option<HttpAuth> {
             (&["type"], None)
         }
     };
-    let mut unknown: Vec<&String> = map
-        .keys()
-        .filter(|k| !known.contains(&k.as_str()))
-        .collect();
-    unknown.sort();
-    for key in unknown {
-        inner.problem(
-            key,
-            format!("unknown key; known keys are {}", known.join(", ")),
-        );
-    }
+    report_unknown(&mut inner, known);
     auth
 }
 
