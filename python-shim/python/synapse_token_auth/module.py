@@ -20,7 +20,7 @@ from synapse.module_api import ModuleApi, make_deferred_yieldable
 from synapse.module_api.errors import SynapseError
 from twisted.web import resource
 
-from synapse_token_auth import _native, claims, metrics
+from synapse_token_auth import _native, accounts, claims, metrics
 from synapse_token_auth import config as config_module
 from synapse_token_auth import verdict as verdict_module
 from synapse_token_auth.daemon_client import DaemonClient, DaemonUnavailableError
@@ -201,7 +201,7 @@ class TokenAuthenticator:
         if reason is not None:
             return self._reject(verdict.user_id, reason, verdict.alg, verdict.kid)
 
-        canonical = await self._api.check_user_exists(verdict.user_id)
+        canonical = await accounts.existing(self._api, verdict.user_id)
         registered = False
         if canonical is None:
             if not verdict.may_register:
@@ -239,18 +239,17 @@ class TokenAuthenticator:
             # accepted the login. A login refused right after registration (a spam checker,
             # require_approval) must not leave behind a server admin that Synapse never let in.
             # The display name is part of creating the account, not a change to one.
-            return await self._api.register_user(verdict.localpart, displayname=verdict.displayname), True
+            canonical, registered = await accounts.register(
+                self._api, verdict.localpart, verdict.user_id, verdict.displayname
+            )
         except SynapseError as e:
-            if e.errcode != "M_USER_IN_USE":
-                metrics.login_failed(LOGIN_TYPE, "internal_error")
-                logger.warning("JWT login refused for %s: registration failed: %s", verdict.user_id, e)
-                return None, False
-        # Another login registered the same user a moment ago: that is success, not failure.
-        canonical = await self._api.check_user_exists(verdict.user_id)
+            metrics.login_failed(LOGIN_TYPE, "internal_error")
+            logger.warning("JWT login refused for %s: registration failed: %s", verdict.user_id, e)
+            return None, False
         if canonical is None:
             metrics.login_failed(LOGIN_TYPE, "internal_error")
             logger.warning("JWT login refused for %s: user in use but not found", verdict.user_id)
-        return canonical, False
+        return canonical, registered
 
     def _reject(self, user: Any, reason: str, alg: str | None = None, kid: str | None = None) -> None:
         metrics.login_rejected(LOGIN_TYPE, reason)

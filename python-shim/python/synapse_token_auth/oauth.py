@@ -22,7 +22,7 @@ from typing import Any
 from synapse.module_api import ModuleApi
 from synapse.module_api.errors import SynapseError
 
-from synapse_token_auth import _native, claims, metrics, outbound
+from synapse_token_auth import _native, accounts, claims, metrics, outbound
 from synapse_token_auth.daemon_client import DaemonUnavailableError
 from synapse_token_auth.logtext import printable, qualified
 from synapse_token_auth.published import KeyFetcher
@@ -195,7 +195,7 @@ class OAuthLogins:
         account Synapse keeps for others."""
         user_id = verdict["user_id"]
         self._check_namespace(user_id)
-        canonical = await self._existing(user_id)
+        canonical = await accounts.existing(self._api, user_id)
         if canonical is None:
             if not verdict["may_register"]:
                 raise _RefusedError(user_id, "unknown_user")
@@ -215,35 +215,18 @@ class OAuthLogins:
         if reason is not None:
             raise _RefusedError(user_id, reason)
 
-    async def _existing(self, user_id: str) -> str | None:
-        """The stored spelling of ``user_id``, or None. Liberal in what ModuleApi returns: a
-        ``True`` from an older Synapse or a test double means "exists as given"."""
-        exists = await self._api.check_user_exists(user_id)
-        if exists is True:
-            return user_id
-        if not exists:
-            return None
-        return str(exists)
-
     async def _register(self, localpart: str, displayname: str | None, email: str | None) -> tuple[str, bool]:
         """The new account's id and True, or the id a concurrent login registered and False."""
-        # Only the arguments that carry a value: older Synapses and test doubles take fewer.
-        extra: dict[str, Any] = {}
-        if displayname is not None:
-            extra["displayname"] = displayname
-        if email is not None:
-            extra["emails"] = [email]
         user_id = f"@{localpart}:{self._api.server_name}"
         try:
-            return await self._api.register_user(localpart, **extra), True
+            canonical, registered = await accounts.register(
+                self._api, localpart, user_id, displayname, [email] if email is not None else None
+            )
         except SynapseError as e:
-            if e.errcode != "M_USER_IN_USE":
-                raise _RefusedError(user_id, "internal_error", f"registration failed: {e}", error=True) from None
-        # Another login registered the same user a moment ago: that is success, not failure.
-        canonical = await self._existing(user_id)
+            raise _RefusedError(user_id, "internal_error", f"registration failed: {e}", error=True) from None
         if canonical is None:
             raise _RefusedError(user_id, "internal_error", "user in use but not found", error=True)
-        return canonical, False
+        return canonical, registered
 
     def _accepted(self, login_type: str, user_id: str, registered: bool) -> None:
         logger.info("%s login accepted for %s%s", _name(login_type), user_id, ", registered" if registered else "")
