@@ -19,21 +19,16 @@ class Peer:
         self._server = socket.socket(socket.AF_UNIX)
         self._server.bind(str(path))
         self._server.listen()
-        threading.Thread(target=self._serve, daemon=True).start()
+        serve(self._server, self._serve)
 
-    def _serve(self) -> None:
-        while True:
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            read_request(conn)
+            self.served += 1
             try:
-                conn, _ = self._server.accept()
+                self._behave(conn)
             except OSError:
-                return
-            with conn:
-                read_request(conn)
-                self.served += 1
-                try:
-                    self._behave(conn)
-                except OSError:
-                    pass  # the client hung up: what these tests want to see
+                pass  # the client hung up: what these tests want to see
 
     def send(self, conn: socket.socket, data: bytes) -> None:
         conn.sendall(data)
@@ -60,18 +55,13 @@ class KeepAlivePeer:
         self._server = socket.socket(socket.AF_UNIX)
         self._server.bind(str(path))
         self._server.listen(64)
-        threading.Thread(target=self._accept, daemon=True).start()
+        serve(self._server, self._accept)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return
-            with self._lock:
-                self.connections += 1
-                number = self.connections
-            threading.Thread(target=self._serve, args=(conn, number), daemon=True).start()
+    def _accept(self, conn: socket.socket) -> None:
+        with self._lock:
+            self.connections += 1
+            number = self.connections
+        threading.Thread(target=self._serve, args=(conn, number), daemon=True).start()
 
     def _serve(self, conn: socket.socket, number: int) -> None:
         with conn:
@@ -96,6 +86,21 @@ class KeepAlivePeer:
 
     def close(self) -> None:
         self._server.close()
+
+
+def serve(server: socket.socket, handle: Callable[[socket.socket], None]) -> None:
+    """Hands each connection `server` accepts to `handle`, one after the other on a background
+    thread, until the server socket is closed."""
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            handle(conn)
+
+    threading.Thread(target=accept, daemon=True).start()
 
 
 def http_answer(status: str, body: bytes, *headers: str) -> bytes:

@@ -9,12 +9,11 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from peers import KeepAlivePeer, Peer, http_answer, read_request
+from peers import KeepAlivePeer, Peer, http_answer, read_request, serve
 
 CLIENT = """
 import json, sys, time
@@ -468,25 +467,20 @@ class TlsPeer:
         self._server.bind(("127.0.0.1", 0))
         self._server.listen()
         self.port = self._server.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
+        serve(self._server, self._serve)
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                raw, _ = self._server.accept()
-            except OSError:
-                return
-            self.connections += 1
-            try:
-                with self._context.wrap_socket(raw, server_side=True) as conn:
-                    while head := read_request(conn):
-                        self.heads.append(head)
-                        if not self._keep_alive:
-                            conn.sendall(http_answer("403 Forbidden", b'{"reason": "expired"}', "Connection: close"))
-                            break
-                        conn.sendall(EXPIRED)
-            except OSError:
-                pass  # the client refused the certificate: what some tests want to see
+    def _serve(self, raw: socket.socket) -> None:
+        self.connections += 1
+        try:
+            with self._context.wrap_socket(raw, server_side=True) as conn:
+                while head := read_request(conn):
+                    self.heads.append(head)
+                    if not self._keep_alive:
+                        conn.sendall(http_answer("403 Forbidden", b'{"reason": "expired"}', "Connection: close"))
+                        break
+                    conn.sendall(EXPIRED)
+        except OSError:
+            pass  # the client refused the certificate: what some tests want to see
 
     def close(self) -> None:
         self._server.close()
@@ -575,15 +569,10 @@ def test_a_socket_daemon_gets_the_client_credential_too(tmp_path):
         conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
 
     class Recording(Peer):
-        def _serve(self) -> None:
-            while True:
-                try:
-                    conn, _ = self._server.accept()
-                except OSError:
-                    return
-                with conn:
-                    heads.append(conn.recv(65536))
-                    answer(conn)
+        def _serve(self, conn) -> None:
+            with conn:
+                heads.append(conn.recv(65536))
+                answer(conn)
 
     path = tmp_path / "verify.sock"
     recording = Recording(path, answer)
