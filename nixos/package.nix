@@ -32,7 +32,7 @@ rustPlatform.buildRustPackage {
     substituteInPlace $out/lib/systemd/system/synapse-token-auth.service \
       --replace-fail /usr/bin/synapse-token-auth $out/bin/synapse-token-auth \
       --replace-fail /bin/kill ${util-linux}/bin/kill
-    install -Dm644 -t $out/share/doc/synapse-token-auth examples/config.toml \
+    install -Dm644 -t $out/share/doc/synapse-token-auth examples/config.toml examples/oauth.toml \
       dist/systemd/synapse-token-auth.service.d/fetch-keys.conf
   '';
 

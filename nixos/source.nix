@@ -14,6 +14,7 @@
       ../benches
       ../tests
       ../examples/config.toml
+      ../examples/oauth.toml
       ../dist
       ../python-shim
     ];

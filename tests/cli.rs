@@ -363,6 +363,22 @@ fn examples_config_is_valid() {
 }
 
 #[test]
+fn examples_oauth_config_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/oauth.toml");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for credential in ["introspection", "webhook"] {
+        std::fs::write(dir.path().join(credential), "a-secret\n").expect("credential");
+    }
+    let out = Command::new(BIN)
+        .args(["check-config", "--offline", example])
+        .env("CREDENTIALS_DIRECTORY", dir.path())
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("JWT login: off"));
+}
+
+#[test]
 fn cli_check_config_fetches_a_published_set_once_and_lists_its_keys() {
     let set = serde_json::json!({ "keys": [
         rsa_jwk("rsa.pub", "k1"),
