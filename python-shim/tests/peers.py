@@ -50,6 +50,8 @@ class KeepAlivePeer:
         self.closed_by_client = 0
         #: (connection number, request head) of every request, in order.
         self.heads: list[tuple[int, bytes]] = []
+        #: The body of every request, in order.
+        self.bodies: list[bytes] = []
         self._lock = threading.Lock()
         self._behave = behave
         self._server = socket.socket(socket.AF_UNIX)
@@ -67,7 +69,7 @@ class KeepAlivePeer:
         with conn:
             while True:
                 try:
-                    head = read_request(conn)
+                    head, body = read_message(conn)
                 except OSError:
                     head = b""
                 if not head:
@@ -78,6 +80,7 @@ class KeepAlivePeer:
                     n = self.requests
                     self.requests += 1
                     self.heads.append((number, head))
+                    self.bodies.append(body)
                 try:
                     if self._behave(conn, n) is False:
                         return
@@ -111,11 +114,16 @@ def http_answer(status: str, body: bytes, *headers: str) -> bytes:
 
 def read_request(conn: socket.socket) -> bytes:
     """Reads one HTTP/1.1 request (head and Content-Length body); returns its head."""
+    return read_message(conn)[0]
+
+
+def read_message(conn: socket.socket) -> tuple[bytes, bytes]:
+    """Reads one HTTP/1.1 request: its head and its Content-Length body."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = conn.recv(65536)
         if not chunk:
-            return data
+            return data, b""
         data += chunk
     head, body = data.split(b"\r\n\r\n", 1)
     length = next(
@@ -126,4 +134,4 @@ def read_request(conn: socket.socket) -> bytes:
         if not chunk:
             break
         body += chunk
-    return head
+    return head, body

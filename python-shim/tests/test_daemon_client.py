@@ -190,7 +190,8 @@ def test_sequential_calls_share_one_connection(keep_alive_peer):
 
 def test_busy_connections_are_added_and_idle_ones_capped(keep_alive_peer):
     start, verifier = keep_alive_peer
-    peer = start(lambda c, n: c.sendall(EXPIRED))
+    # Answers that take a while, so that none is there as soon as its request is written.
+    peer = start(lambda c, n: (time.sleep(0.05), c.sendall(EXPIRED)))
     # 12 at once need 12 connections; 8 of them stay open for the next 12, which open 4 more.
     steps = session(verifier, [(12, 0.3), (12, 0)])
     assert answers(steps) == [REJECTED] * 24
@@ -366,7 +367,7 @@ from synapse_token_auth.daemon_client import DaemonClient, DaemonUnavailableErro
 async def main():
     client = DaemonClient(parse({"verifier": json.loads(sys.argv[1])}).daemon)
     results = []
-    for path, body, repeatable in json.loads(sys.argv[2]):
+    for path, body, repeatable in json.load(sys.stdin):
         try:
             results.append(list(await client.call(path, body, repeatable=repeatable)))
         except DaemonUnavailableError as e:
@@ -383,7 +384,8 @@ reactor.run()
 def calls(verifier: dict, plan: list) -> list:
     """Runs `client.call(path, body, repeatable=...)` for each (path, body, repeatable) of `plan`."""
     run = subprocess.run(
-        [sys.executable, "-c", CALLS, json.dumps(verifier), json.dumps(plan)],
+        [sys.executable, "-c", CALLS, json.dumps(verifier)],
+        input=json.dumps(plan),  # megabytes, in some tests
         capture_output=True,
         text=True,
         timeout=60,
@@ -428,6 +430,108 @@ def test_a_path_that_could_break_the_request_line_is_refused(keep_alive_peer):
     results = calls(verifier, [["/v1/x HTTP/1.1\r\nX: y", None, True]])
     assert results[0]["exception"].startswith("ValueError: not a daemon path"), results
     assert peer.requests == 0
+
+
+# --- Without waiting for the reactor ------------------------------------------------------------
+
+# A kept-alive connection, then one more call whose first part runs without the reactor: the child
+# reports what the peer (a thread of the child) had received, and whether the call was over, by
+# the time that part returned. The answer is made to be there before the client reads (its socket's
+# `send` waits for the peer's answer), as it often is with the real daemon.
+UNAWAITED = """
+import json, socket, sys, threading
+from twisted.internet import defer, reactor
+from synapse_token_auth.config import DaemonEndpoint
+from synapse_token_auth.daemon_client import DaemonClient
+
+ANSWER = sys.argv[2].encode()
+server = socket.socket(socket.AF_UNIX)
+server.bind(sys.argv[1])
+server.listen()
+received, answered = threading.Semaphore(0), threading.Event()
+
+def peer():
+    conn, _ = server.accept()
+    while conn.recv(65536):  # each request arrives whole: they are small
+        received.release()
+        conn.sendall(ANSWER)
+        answered.set()
+
+class AnsweredBeforeSendReturns:
+    def __init__(self, sock):
+        self._sock = sock
+    def send(self, data):
+        sent = self._sock.send(data)
+        answered.wait(5)
+        return sent
+    def recv(self, *args):
+        return self._sock.recv(*args)
+
+async def main():
+    threading.Thread(target=peer, daemon=True).start()
+    client = DaemonClient(DaemonEndpoint(socket=sys.argv[1], url=None, timeout=5.0))
+    first = await client.verify("a.b.c", "alice", "test.local")
+    received.acquire()
+    answered.clear()
+    pooled = client._idle[0]
+    if getattr(pooled, "_socket", None) is not None and sys.argv[3] == "answered":
+        pooled._socket = AnsweredBeforeSendReturns(pooled._socket)
+    second = defer.ensureDeferred(client.verify("a.b.c", "alice", "test.local"))
+    report = {"sent": received.acquire(timeout=2), "over": second.called}
+    report["second"] = await second
+    report["first"] = first
+    report["pooled"] = len(client._idle)
+    print(json.dumps(report))
+
+reactor.callWhenRunning(lambda: defer.ensureDeferred(main()).addBoth(lambda r: (print(r), reactor.stop())))
+reactor.run()
+"""
+
+
+def unawaited(tmp_path: Path, answered: bool) -> dict:
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            UNAWAITED,
+            str(tmp_path / "verify.sock"),
+            EXPIRED.decode(),
+            "answered" if answered else "later",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout.strip().splitlines()[-2])
+
+
+def test_a_request_is_written_before_the_reactor_turns(tmp_path):
+    report = unawaited(tmp_path, answered=False)
+    # Twisted's own write would only have buffered it until the reactor's next turn.
+    assert report["sent"] is True, report
+    assert report["first"] == report["second"] == REJECTED, report
+    assert report["pooled"] == 1, report
+
+
+def test_an_answer_already_there_is_read_without_a_reactor_turn(tmp_path):
+    report = unawaited(tmp_path, answered=True)
+    assert report["sent"] is True and report["over"] is True, report
+    assert report["first"] == report["second"] == REJECTED, report
+    # Read whole, so the connection went back to the pool for the next login.
+    assert report["pooled"] == 1, report
+
+
+def test_a_request_larger_than_the_socket_buffer_arrives_whole_and_in_order(keep_alive_peer):
+    start, verifier = keep_alive_peer
+    peer = start(lambda c, n: c.sendall(http_answer("200 OK", b"{}")))
+    # Megabytes do not fit in a unix socket's buffer: the rest of the first goes through Twisted's
+    # buffer, and so does everything after it on that connection.
+    big = [{"blob": letter * 3_000_000} for letter in "ab"]
+    results = calls(verifier, [["/v1/oauth/verify", body, True] for body in big] + [["/v1/oidc/verify", {}, True]])
+    assert results == [[200, {}]] * 3
+    assert peer.connections == 1
+    assert peer.bodies == [json.dumps(body).encode() for body in big] + [b"{}"]
 
 
 # --- TLS to a daemon on another host -----------------------------------------------------------

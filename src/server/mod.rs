@@ -314,32 +314,45 @@ async fn verify(
     shared.metrics.decided(rejected, received.elapsed());
     match decision {
         Ok(verdict) => {
-            tracing::info!(
-                target: "synapse_token_auth::audit",
-                user_id = %verdict.user_id,
-                result = "accepted",
-                alg = %verdict.alg,
-                kid = %printable(verdict.kid.as_deref().unwrap_or("")),
-                key = %verdict.key,
-                "JWT login accepted"
-            );
-            HttpResponse::Ok().json(verdict)
+            let response = HttpResponse::Ok().json(&verdict);
+            after_answer(move || {
+                tracing::info!(
+                    target: "synapse_token_auth::audit",
+                    user_id = %verdict.user_id,
+                    result = "accepted",
+                    alg = %verdict.alg,
+                    kid = %printable(verdict.kid.as_deref().unwrap_or("")),
+                    key = %verdict.key,
+                    "JWT login accepted"
+                );
+            });
+            response
         }
         Err(rejection) => {
-            tracing::info!(
-                target: "synapse_token_auth::audit",
-                user_id = %qualified(&request.user, &request.server_name),
-                result = "rejected",
-                reason = rejection.reason.as_str(),
-                alg = %printable(rejection.alg.as_deref().unwrap_or("")),
-                kid = %printable(rejection.kid.as_deref().unwrap_or("")),
-                "JWT login rejected"
-            );
-            HttpResponse::Forbidden().json(RejectBody {
+            let response = HttpResponse::Forbidden().json(RejectBody {
                 reason: rejection.reason,
-            })
+            });
+            after_answer(move || {
+                tracing::info!(
+                    target: "synapse_token_auth::audit",
+                    user_id = %qualified(&request.user, &request.server_name),
+                    result = "rejected",
+                    reason = rejection.reason.as_str(),
+                    alg = %printable(rejection.alg.as_deref().unwrap_or("")),
+                    kid = %printable(rejection.kid.as_deref().unwrap_or("")),
+                    "JWT login rejected"
+                );
+            });
+            response
         }
     }
+}
+
+/// Runs `log` once the worker has written the answer being built: a login waits for the answer,
+/// not for its log line (a write to a file, or a datagram to journald, on the worker's thread).
+/// The worker runs the task as soon as it is idle, before it reads the next request.
+fn after_answer(log: impl FnOnce() + 'static) {
+    actix_web::rt::spawn(async move { log() });
 }
 
 fn qualified<'a>(user: &'a str, server_name: &str) -> Cow<'a, str> {

@@ -19,6 +19,7 @@ import ipaddress
 import json
 import logging
 import re
+import socket
 import time
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -32,7 +33,7 @@ from twisted.internet.endpoints import (
     wrapClientTLS,
 )
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint, ISystemHandle
 from twisted.internet.ssl import Certificate, optionsForClientTLS, trustRootFromCertificates
 from twisted.python.failure import Failure
 
@@ -53,6 +54,8 @@ IDLE_SECONDS = 20.0
 _PATH = re.compile(r"/[A-Za-z0-9._~/-]*")
 #: A chunk-size line (hex size and any extensions).
 _MAX_CHUNK_LINE = 1024
+#: What one read right after a request takes from the socket (Twisted's own read size).
+_READ_BYTES = 65536
 
 
 class DaemonUnavailableError(Exception):
@@ -82,6 +85,8 @@ class DaemonClient:
 
     def __init__(self, endpoint: DaemonEndpoint, make_deferred_yieldable: Any = None) -> None:
         self._timeout = endpoint.timeout
+        # Over TLS every byte must go through Twisted's TLS layer; plain sockets are used directly.
+        self.plain = endpoint.socket is not None or (endpoint.url or "").startswith("http://")
         if endpoint.socket is not None:
             self._connector: IStreamClientEndpoint = UNIXClientEndpoint(reactor, endpoint.socket)
             host, self._prefix = "verifier", ""
@@ -224,12 +229,15 @@ class _Call:
         self._reused = False
         self._retried = not repeatable
         self._over = False
-        self._timer = reactor.callLater(client._timeout, self._timed_out)
+        self._timer: IDelayedCall | None = None
         connection = client._take_idle() if repeatable else None
         if connection is not None:
             self._send(connection, reused=True)
         else:
             self._open()
+        if not self._over:
+            # Only now: an answer read at once (see _Connection.send) needs no timer.
+            self._timer = reactor.callLater(client._timeout, self._timed_out)
 
     def _open(self) -> None:
         self._connecting = self._client._connect()
@@ -257,7 +265,7 @@ class _Call:
         self._connection = None
         if not self._over:
             self._over = True
-            self._timer.cancel()
+            self._stop_timer()
             self.done.callback((status, body))
 
     def failed(self, error: Exception) -> None:
@@ -280,8 +288,12 @@ class _Call:
 
     def _fail(self, error: Exception) -> None:
         self._over = True
-        self._timer.cancel()
+        self._stop_timer()
         self.done.errback(error)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
 
     def _timed_out(self) -> None:
         # No retry after a timeout: it would double the wait of a login on a daemon that hangs.
@@ -290,8 +302,7 @@ class _Call:
 
     def _cancel(self, _: defer.Deferred) -> None:
         # Synapse gave up on the login; `done` fails with CancelledError.
-        if self._timer.active():
-            self._timer.cancel()
+        self._stop_timer()
         self._stop()
 
     def _stop(self) -> None:
@@ -329,16 +340,45 @@ class _Connection(protocol.Protocol):
         self._response: _Response | None = None
         self.idle_since = 0.0
         self.open = False
+        # The plain socket underneath, while requests may bypass Twisted's write buffer.
+        self._socket: socket.socket | None = None
 
     def connectionMade(self) -> None:  # noqa: N802 (Twisted's name)
         self.open = True
+        if self._client.plain and ISystemHandle.providedBy(self.transport):
+            handle = self.transport.getHandle()
+            if isinstance(handle, socket.socket):
+                self._socket = handle
 
     def send(self, request: bytes, call: _Call) -> None:
-        """Writes one request; `call` hears of its answer or failure."""
+        """Writes one request; `call` hears of its answer or failure (possibly before this returns)."""
         assert self._call is None and self.transport is not None
         self._call = call
         self._response = _Response()
-        self.transport.write(request)
+        sock = self._socket
+        if sock is None:
+            self.transport.write(request)
+            return
+        # Twisted's write only buffers, and sends on the reactor's next turn; the daemon's answer
+        # then needs one more. Sending now, and reading at once what is already there (the daemon
+        # often answers while this thread is still in `send`), saves those turns; both calls are
+        # non-blocking, so the reactor never waits on the daemon.
+        try:
+            sent = sock.send(request)
+        except OSError:  # a full buffer, or a broken connection that Twisted will report
+            sent = 0
+        if sent < len(request):
+            # The rest goes through Twisted's buffer, and so does everything after it on this
+            # connection, so that bytes keep their order.
+            self._socket = None
+            self.transport.write(request[sent:])
+            return
+        try:
+            data = sock.recv(_READ_BYTES, socket.MSG_DONTWAIT)
+        except OSError:  # nothing yet (the reactor delivers it), or an error Twisted will report
+            return
+        if data:  # b"" is the end of the connection, which Twisted sees too
+            self.dataReceived(data)
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted's name)
         call, response = self._call, self._response
