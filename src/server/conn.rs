@@ -11,11 +11,10 @@ use std::{
 };
 
 use actix_web::rt::net::TcpStream;
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::UnixStream,
-};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_rustls::server::TlsStream;
+
+use super::unix::QuietUnixStream;
 
 /// Bytes read and thrown away after the response when a client is still sending (lingering
 /// close, RFC 9112 section 9.6), so that it reads the answer instead of a reset.
@@ -45,7 +44,7 @@ pub enum Transport {
 }
 
 pub enum Stream {
-    Unix(UnixStream),
+    Unix(QuietUnixStream),
     Tcp(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
 }

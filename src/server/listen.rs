@@ -27,6 +27,7 @@ use tokio_rustls::TlsAcceptor;
 use super::{
     Shared, configure,
     conn::{Conn, DISCONNECT_TIMEOUT, Stream},
+    unix::QuietUnixStream,
 };
 use crate::systemd::Listener;
 
@@ -325,7 +326,16 @@ where
     S::Error: std::fmt::Debug,
 {
     let stream = match (accepted, &context.tls) {
-        (Accepted::Unix(s), _) => Stream::Unix(s),
+        (Accepted::Unix(s), _) => match QuietUnixStream::new(s) {
+            Ok(s) => Stream::Unix(s),
+            Err(err) => {
+                tracing::info!(
+                    error = &err as &dyn std::error::Error,
+                    "cannot serve a unix connection"
+                );
+                return;
+            }
+        },
         (Accepted::Tcp(s), None) => Stream::Tcp(s),
         (Accepted::Tcp(s), Some(acceptor)) => {
             let peer = s.peer_addr().ok();

@@ -11,6 +11,7 @@ mod listen;
 mod metrics;
 mod oauth;
 mod tls;
+mod unix;
 
 use std::{
     borrow::Cow,
