@@ -6,11 +6,12 @@ take their logins in turn, one login each in a random order, so machine noise hi
 differences of a few tenths of a millisecond stand out.
 
     e2e_login.py --python-ours VENV/bin/python --python-original VENV2/bin/python --bin DAEMON
-                 [--rounds 10] [--seconds 3] [--json out.json] [--daemon-client LABEL=DIR ...]
+                 [--rounds 10] [--seconds 3] [--json out.json] [--daemon-client LABEL=[DIR][,BIN] ...]
 
-`--daemon-client LABEL=DIR` adds a daemon-mode server "ours, daemon, LABEL" whose Python finds
-the `synapse_token_auth` package in DIR first (another build of the module, e.g. an earlier
-daemon client), measured side by side with the others.
+`--daemon-client LABEL=[DIR][,BIN]` adds a daemon-mode server "ours, daemon, LABEL" measured side
+by side with the others: its Python finds the `synapse_token_auth` package in DIR first (another
+build of the module, e.g. an earlier daemon client), and with BIN it asks a daemon of its own
+started from that binary (e.g. an earlier daemon) instead of the shared one.
 """
 
 from __future__ import annotations
@@ -131,17 +132,22 @@ def main() -> int:
         "--daemon-client",
         action="append",
         default=[],
-        metavar="LABEL=DIR",
-        help="an extra daemon-mode server with the synapse_token_auth package from DIR",
+        metavar="LABEL=[DIR][,BIN]",
+        help="an extra daemon-mode server: the synapse_token_auth package from DIR, a daemon of its own from BIN",
     )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="sta-e2e-"))
-    sock = work / "verify.sock"
-    (work / "daemon.toml").write_text(f'secret = "{SECRET}"\n[server]\nlisten = ["unix:{sock}"]\nworkers = 1\n')
-    daemon = subprocess.Popen(
-        [args.bin, "-c", str(work / "daemon.toml"), "serve"], stderr=open(work / "daemon.log", "wb")
-    )
+    daemons: list[subprocess.Popen] = []
+
+    def start_daemon(binary: str, name: str) -> Path:
+        sock = work / f"{name}.sock"
+        config = work / f"{name}.toml"
+        config.write_text(f'secret = "{SECRET}"\n[server]\nlisten = ["unix:{sock}"]\nworkers = 1\n')
+        daemons.append(subprocess.Popen([binary, "-c", str(config), "serve"], stderr=open(work / f"{name}.log", "wb")))
+        return sock
+
+    sock = start_daemon(args.bin, "daemon")
     ports = iter(range(28100 + random.randrange(500), 65000))
     # (name, python, module config, module, extra settings, login type, PYTHONPATH)
     setups = [
@@ -174,19 +180,20 @@ def main() -> int:
             None,
         ),
     ]
-    for spec in args.daemon_client:
-        label, _, directory = spec.partition("=")
-        if not label or not Path(directory, "synapse_token_auth").is_dir():
-            parser.error(f"--daemon-client {spec!r}: expected LABEL=DIR, DIR holding synapse_token_auth/")
+    for number, spec in enumerate(args.daemon_client):
+        label, _, rest = spec.partition("=")
+        directory, _, binary = rest.partition(",")
+        if not label or (directory and not Path(directory, "synapse_token_auth").is_dir()):
+            parser.error(f"--daemon-client {spec!r}: expected LABEL=[DIR][,BIN], DIR holding synapse_token_auth/")
         setups.append(
             (
                 f"ours, daemon, {label}",
                 args.python_ours,
-                {"verifier": {"socket": str(sock)}},
+                {"verifier": {"socket": str(start_daemon(binary, f"daemon-{number}") if binary else sock)}},
                 homeserver_config.MODULE,
                 None,
                 None,
-                str(Path(directory).resolve()),
+                str(Path(directory).resolve()) if directory else None,
             )
         )
     servers: list[Server] = []
@@ -255,8 +262,9 @@ def main() -> int:
     finally:
         for s in servers:
             s.stop()
-        daemon.terminate()
-        daemon.wait(15)
+        for daemon in daemons:
+            daemon.terminate()
+            daemon.wait(15)
 
     result = {
         "rounds": args.rounds,

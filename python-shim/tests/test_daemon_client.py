@@ -36,13 +36,16 @@ reactor.run()
 """
 
 
+def child(script: str, *args: str, stdin: str | None = None) -> list[str]:
+    """Runs a client script in a child Python (with a reactor of its own): the lines it printed."""
+    run = subprocess.run([sys.executable, "-c", script, *args], input=stdin, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    return run.stdout.strip().splitlines()
+
+
 def ask(path: Path, timeout: float = 5.0) -> tuple[dict, float]:
     """The client's answer, and how long the verify call took in seconds."""
-    run = subprocess.run(
-        [sys.executable, "-c", CLIENT, str(path), str(timeout)], capture_output=True, text=True, timeout=60
-    )
-    assert run.returncode == 0, run.stderr
-    answer, elapsed = run.stdout.strip().splitlines()[-2:]
+    answer, elapsed = child(CLIENT, str(path), str(timeout))[-2:]
     return json.loads(answer), float(elapsed)
 
 
@@ -152,14 +155,7 @@ def session(verifier: dict, plan: list[tuple[int, float]], idle_seconds: float |
     """Runs one client through `plan`: steps of (concurrent calls, pause in seconds after them).
     The answers per step, each with the seconds it took."""
     idle = [] if idle_seconds is None else [str(idle_seconds)]
-    run = subprocess.run(
-        [sys.executable, "-c", SESSION, json.dumps(verifier), json.dumps(plan), *idle],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert run.returncode == 0, run.stderr
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    return json.loads(child(SESSION, json.dumps(verifier), json.dumps(plan), *idle)[-1])
 
 
 def answers(steps: list[list[dict]]) -> list[dict]:
@@ -383,15 +379,8 @@ reactor.run()
 
 def calls(verifier: dict, plan: list) -> list:
     """Runs `client.call(path, body, repeatable=...)` for each (path, body, repeatable) of `plan`."""
-    run = subprocess.run(
-        [sys.executable, "-c", CALLS, json.dumps(verifier)],
-        input=json.dumps(plan),  # megabytes, in some tests
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert run.returncode == 0, run.stderr
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    # On standard input: megabytes, in some tests.
+    return json.loads(child(CALLS, json.dumps(verifier), stdin=json.dumps(plan))[-1])
 
 
 def test_other_routes_share_the_kept_alive_connections(keep_alive_peer):
@@ -483,27 +472,14 @@ async def main():
     report["pooled"] = len(client._idle)
     print(json.dumps(report))
 
-reactor.callWhenRunning(lambda: defer.ensureDeferred(main()).addBoth(lambda r: (print(r), reactor.stop())))
+reactor.callWhenRunning(lambda: defer.ensureDeferred(main()).addBoth(lambda _: reactor.stop()))
 reactor.run()
 """
 
 
 def unawaited(tmp_path: Path, answered: bool) -> dict:
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            UNAWAITED,
-            str(tmp_path / "verify.sock"),
-            EXPIRED.decode(),
-            "answered" if answered else "later",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert run.returncode == 0, run.stderr
-    return json.loads(run.stdout.strip().splitlines()[-2])
+    mode = "answered" if answered else "later"
+    return json.loads(child(UNAWAITED, str(tmp_path / "verify.sock"), EXPIRED.decode(), mode)[-1])
 
 
 def test_a_request_is_written_before_the_reactor_turns(tmp_path):
@@ -591,11 +567,7 @@ class TlsPeer:
 
 
 def ask_with_config(verifier: dict) -> dict:
-    run = subprocess.run(
-        [sys.executable, "-c", CONFIG_CLIENT, json.dumps(verifier)], capture_output=True, text=True, timeout=60
-    )
-    assert run.returncode == 0, run.stderr
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    return json.loads(child(CONFIG_CLIENT, json.dumps(verifier))[-1])
 
 
 @pytest.fixture
