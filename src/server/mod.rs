@@ -349,9 +349,10 @@ async fn verify(
     }
 }
 
-/// Runs `log` once the worker has written the answer being built: a login waits for the answer,
-/// not for its log line (a write to a file, or a datagram to journald, on the worker's thread).
-/// The worker runs the task as soon as it is idle, before it reads the next request.
+/// Runs `log` after the answer being built has been written: a login waits for the answer, not
+/// for its log line (a write to a file, or a datagram to journald, on the worker's thread). The
+/// worker runs the task once the connection's task yields, which is right after the write; lines
+/// keep their order.
 fn after_answer(log: impl FnOnce() + 'static) {
     actix_web::rt::spawn(async move { log() });
 }
