@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import socket
 import statistics
 import sys
 import tempfile
@@ -40,6 +41,17 @@ def policy(issuer: str) -> dict:
     }
 
 
+def awake(path: Path) -> None:
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.settimeout(10)
+        conn.connect(str(path))
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: verifier\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := conn.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+
+
 def run(mode: str, directory: Path, logins: int, storm: int) -> dict:
     idp = IdP([new_key("ES256", "ec-1")], users={f"u{i}": {} for i in range(logins + 2)})
     daemon = None
@@ -49,6 +61,9 @@ def run(mode: str, directory: Path, logins: int, storm: int) -> dict:
             toml = "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items()) + "[server]\nworkers = 1\n"
             daemon = Daemon(directory, toml)
             daemon.start()
+            # Socket activation starts the daemon on its first connection: start it now, so that
+            # the first login times the key fetch, not the daemon's start.
+            awake(daemon.socket)
             module_config = {"verifier": {"socket": str(daemon.socket), "timeout_seconds": 10}}
         else:
             module_config = settings

@@ -42,5 +42,5 @@ echo "== 6/6 scale-out: single-use tokens on SQLite and PostgreSQL, logins/s on 
 "$ours/bin/python" "$root/benches/scale_out.py" --bin "$bin" --json "$work/scale_out.json"
 "$ours/bin/python" "$root/benches/report.py" --out "$out" --criterion "$target/criterion" \
   --python "$work/python.json" --daemon "$work/daemon.json" --e2e "$work/e2e.json" \
-  --scale-out "$work/scale_out.json" \
+  --idp-keys "$work/idp_keys.json" --scale-out "$work/scale_out.json" \
   --synapse-version "$("$ours/bin/python" -c 'import synapse; print(synapse.__version__.split()[0])')"
