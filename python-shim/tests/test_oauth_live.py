@@ -360,6 +360,57 @@ def test_jwt_validation_against_the_jwks_endpoint(tmp_path, mode):
         idp.stop()
 
 
+@pytest.mark.parametrize("mode", ["embedded", "daemon"])
+def test_without_username_type_the_token_alone_names_the_user(tmp_path, mode):
+    # As in the original: with `username_type` unset, the login's identifier is not compared.
+    idp = IdP([new_key("ES256", "ec-1")], users={"grace": {}})
+    config = {
+        "oauth": {
+            "jwt_validation": {
+                "jwks_endpoint": idp.meta["jwks_uri"],
+                "localpart_path": "sub",
+                "validator": ["in", "aud", ["equal", "matrix"]],
+            },
+            "registration_enabled": True,
+        }
+    }
+    daemon = None
+    if mode == "daemon":
+        daemon = Daemon(tmp_path, toml(config))
+        daemon.start()
+        config = {"verifier": {"socket": str(daemon.socket), "login_types": [OAUTH], "timeout_seconds": 10}}
+    hs = Homeserver(tmp_path, config)
+    hs.start()
+    try:
+        for identifier in ("grace", "somebody-else", "@mallory:test.local"):
+            status, body = hs.request(
+                "POST",
+                "/_matrix/client/v3/login",
+                {
+                    "type": OAUTH,
+                    "identifier": {"type": "m.id.user", "user": identifier},
+                    "token": idp.user_token("grace", "urn:matrix:jwt:ES256"),
+                },
+            )
+            assert (status, body.get("user_id")) == (200, "@grace:test.local"), (identifier, body)
+        # The token still has to verify.
+        status, _ = hs.request(
+            "POST",
+            "/_matrix/client/v3/login",
+            {
+                "type": OAUTH,
+                "identifier": {"type": "m.id.user", "user": "grace"},
+                "token": idp.user_token("grace", "urn:matrix:jwt:ES256:aud=elsewhere"),
+            },
+        )
+        assert status == 403
+    finally:
+        hs.stop()
+        if daemon:
+            daemon.stop()
+        idp.stop()
+
+
 class JwtIntrospection:
     """An introspection endpoint for JWT access tokens. oidc-provider does not introspect its JWT
     access tokens (400 unsupported_token_type, see shared notes), while Keycloak and others do;
