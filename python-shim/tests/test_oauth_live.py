@@ -8,6 +8,7 @@ Zitadel's project roles claim)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import sqlite3
@@ -296,6 +297,33 @@ def test_oidc_type_checks_the_project_roles(setup):
     setup.refused(OIDC, "carol", tok, "token_inactive")
 
 
+@contextlib.contextmanager
+def oauth_homeserver(tmp_path, mode: str, config: dict):
+    """Synapse serving the `oauth` type of `config`: verified in the module (embedded), or by a
+    daemon with that config, which then also fetches and caches the key set (daemon)."""
+    daemon = None
+    if mode == "daemon":
+        daemon = Daemon(tmp_path, toml(config))
+        daemon.start()
+        config = {"verifier": {"socket": str(daemon.socket), "login_types": [OAUTH], "timeout_seconds": 10}}
+    hs = Homeserver(tmp_path, config)
+    try:
+        hs.start()
+        yield hs
+    finally:
+        hs.stop()
+        if daemon:
+            daemon.stop()
+
+
+def oauth_login(hs, user: str, tok: str) -> tuple[int, dict]:
+    return hs.request(
+        "POST",
+        "/_matrix/client/v3/login",
+        {"type": OAUTH, "identifier": {"type": "m.id.user", "user": user}, "token": tok},
+    )
+
+
 @pytest.mark.parametrize("mode", ["embedded", "daemon"])
 def test_jwt_validation_against_the_jwks_endpoint(tmp_path, mode):
     idp = IdP([new_key("ES256", "ec-1")], users={"frank": {"name": "Frank"}, "grace": {}})
@@ -314,49 +342,31 @@ def test_jwt_validation_against_the_jwks_endpoint(tmp_path, mode):
             "registration_enabled": True,
         }
     }
-    daemon = None
-    if mode == "daemon":
-        # The daemon fetches and caches the key set and verifies the JWTs.
-        daemon = Daemon(tmp_path, toml(config))
-        daemon.start()
-        config = {"verifier": {"socket": str(daemon.socket), "login_types": [OAUTH], "timeout_seconds": 10}}
-    hs = Homeserver(tmp_path, config)
-    hs.start()
     try:
-
-        def login(user: str, tok: str) -> tuple[int, dict]:
-            return hs.request(
-                "POST",
-                "/_matrix/client/v3/login",
-                {"type": OAUTH, "identifier": {"type": "m.id.user", "user": user}, "token": tok},
-            )
-
-        status, body = login("frank", idp.user_token("frank", "urn:matrix:jwt:ES256"))
-        assert (status, body.get("user_id")) == (200, "@frank:test.local"), body
-        # The key set was fetched once, for the first login; later logins use the cache.
-        fetched = idp.requests("/jwks")
-        for _ in range(3):
-            assert login("frank", idp.user_token("frank", "urn:matrix:jwt:ES256"))[0] == 200
-        assert idp.requests("/jwks") == fetched == 1
-        status, _ = login("@frank:test.local", idp.user_token("frank", "urn:matrix:jwt:ES256"))
-        assert status == 200
-        # Single use: a token logs in once.
-        tok = idp.user_token("frank", "urn:matrix:jwt:ES256")
-        assert login("frank", tok)[0] == 200
-        assert login("frank", tok)[0] == 403
-        assert "OAuth login rejected for @frank:test.local: token_replayed" in hs.log_text()
-        # Another audience fails the validator; another user's token names grace.
-        status, _ = login("frank", idp.user_token("frank", "urn:matrix:jwt:ES256:aud=elsewhere"))
-        assert status == 403
-        status, _ = login("frank", idp.user_token("grace", "urn:matrix:jwt:ES256"))
-        assert status == 403
-        log = hs.log_text()
-        assert "OAuth login rejected for @frank:test.local: claims_rejected" in log
-        assert "OAuth login rejected for @frank:test.local: subject_mismatch" in log
+        with oauth_homeserver(tmp_path, mode, config) as hs:
+            status, body = oauth_login(hs, "frank", idp.user_token("frank", "urn:matrix:jwt:ES256"))
+            assert (status, body.get("user_id")) == (200, "@frank:test.local"), body
+            # The key set was fetched once, for the first login; later logins use the cache.
+            fetched = idp.requests("/jwks")
+            for _ in range(3):
+                assert oauth_login(hs, "frank", idp.user_token("frank", "urn:matrix:jwt:ES256"))[0] == 200
+            assert idp.requests("/jwks") == fetched == 1
+            status, _ = oauth_login(hs, "@frank:test.local", idp.user_token("frank", "urn:matrix:jwt:ES256"))
+            assert status == 200
+            # Single use: a token logs in once.
+            tok = idp.user_token("frank", "urn:matrix:jwt:ES256")
+            assert oauth_login(hs, "frank", tok)[0] == 200
+            assert oauth_login(hs, "frank", tok)[0] == 403
+            assert "OAuth login rejected for @frank:test.local: token_replayed" in hs.log_text()
+            # Another audience fails the validator; another user's token names grace.
+            status, _ = oauth_login(hs, "frank", idp.user_token("frank", "urn:matrix:jwt:ES256:aud=elsewhere"))
+            assert status == 403
+            status, _ = oauth_login(hs, "frank", idp.user_token("grace", "urn:matrix:jwt:ES256"))
+            assert status == 403
+            log = hs.log_text()
+            assert "OAuth login rejected for @frank:test.local: claims_rejected" in log
+            assert "OAuth login rejected for @frank:test.local: subject_mismatch" in log
     finally:
-        hs.stop()
-        if daemon:
-            daemon.stop()
         idp.stop()
 
 
@@ -374,40 +384,15 @@ def test_without_username_type_the_token_alone_names_the_user(tmp_path, mode):
             "registration_enabled": True,
         }
     }
-    daemon = None
-    if mode == "daemon":
-        daemon = Daemon(tmp_path, toml(config))
-        daemon.start()
-        config = {"verifier": {"socket": str(daemon.socket), "login_types": [OAUTH], "timeout_seconds": 10}}
-    hs = Homeserver(tmp_path, config)
-    hs.start()
     try:
-        for identifier in ("grace", "somebody-else", "@mallory:test.local"):
-            status, body = hs.request(
-                "POST",
-                "/_matrix/client/v3/login",
-                {
-                    "type": OAUTH,
-                    "identifier": {"type": "m.id.user", "user": identifier},
-                    "token": idp.user_token("grace", "urn:matrix:jwt:ES256"),
-                },
-            )
-            assert (status, body.get("user_id")) == (200, "@grace:test.local"), (identifier, body)
-        # The token still has to verify.
-        status, _ = hs.request(
-            "POST",
-            "/_matrix/client/v3/login",
-            {
-                "type": OAUTH,
-                "identifier": {"type": "m.id.user", "user": "grace"},
-                "token": idp.user_token("grace", "urn:matrix:jwt:ES256:aud=elsewhere"),
-            },
-        )
-        assert status == 403
+        with oauth_homeserver(tmp_path, mode, config) as hs:
+            for identifier in ("grace", "somebody-else", "@mallory:test.local"):
+                status, body = oauth_login(hs, identifier, idp.user_token("grace", "urn:matrix:jwt:ES256"))
+                assert (status, body.get("user_id")) == (200, "@grace:test.local"), (identifier, body)
+            # The token still has to verify.
+            status, _ = oauth_login(hs, "grace", idp.user_token("grace", "urn:matrix:jwt:ES256:aud=elsewhere"))
+            assert status == 403
     finally:
-        hs.stop()
-        if daemon:
-            daemon.stop()
         idp.stop()
 
 
