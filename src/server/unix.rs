@@ -27,10 +27,9 @@ pub struct QuietUnixStream {
 }
 
 impl QuietUnixStream {
-    /// Takes over a connection that tokio accepted.
+    /// Takes over a connection that tokio accepted (`into_std` leaves it non-blocking).
     pub fn new(stream: tokio::net::UnixStream) -> io::Result<Self> {
         let stream = stream.into_std()?;
-        stream.set_nonblocking(true)?;
         Ok(Self {
             socket: register(stream, Interest::READABLE)?,
             waiting: None,
