@@ -15,14 +15,6 @@ use common::daemon::*;
 
 const HEALTH: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: verifier\r\n\r\n";
 
-fn start(scratch: &Scratch) -> (Daemon, std::path::PathBuf) {
-    let path = scratch.path("verify.sock");
-    let listener = unix_listener(&path);
-    let daemon = scratch.spawn_activated(&[("verify", raw_fd(&listener))]);
-    scratch.wait_for("READY=1");
-    (daemon, path)
-}
-
 /// How often the daemon's worker thread has gone to sleep and been woken so far.
 fn worker_wakes(daemon: &Daemon) -> u64 {
     let tasks = format!("/proc/{}/task", daemon.pid());
@@ -61,7 +53,8 @@ fn read_health(stream: &mut impl Read) -> String {
 #[test]
 fn a_client_reading_its_answer_does_not_wake_the_worker() {
     let scratch = Scratch::new(&activated_config(""));
-    let (daemon, path) = start(&scratch);
+    let (daemon, path, _) = scratch.spawn_on_unix_and_tcp();
+    scratch.wait_for("READY=1");
     let mut stream = unix_stream(&path);
     stream.write_all(HEALTH).expect("request");
     read_health(&mut stream);
