@@ -25,6 +25,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 ALGORITHMS = ["HS256", "HS512", "RS256", "ES256", "EdDSA"]
 #: What daemon mode may add to a login's p50 over embedded mode, accepted and rejected alike.
 DAEMON_TARGET_MS = 0.3
+#: e2e_login.py --round-trip: daemon mode against a stand-in that only checks the HMAC.
+CANNED = "ours, daemon, canned verifier"
 OURS_PY = "synapse-token-auth (pyo3)"
 
 
@@ -180,15 +182,39 @@ def e2e_section(a: argparse.Namespace, e2e: dict) -> list[str]:
             f"JWT login (target: within 1 ms); rejected p50 {e2e['rejected_ms'][n]['p50']:.2f} ms against the "
             f"original module's {e2e['rejected_ms']['original module']['p50']:.2f} ms."
         )
+    intervals = e2e.get("daemon_over_embedded_ms", {})  # runs before the intervals have none
     for n in names:
         if not n.startswith("ours, daemon"):
             continue
-        extra = {k: e2e[k][n]["p50"] - e2e[k]["ours, embedded"]["p50"] for k in ("accepted_ms", "rejected_ms")}
+        extra = {
+            k: e2e[f"{k}_ms"][n]["p50"] - e2e[f"{k}_ms"]["ours, embedded"]["p50"] for k in ("accepted", "rejected")
+        }
+        spread = {
+            k: f" (95 % interval {i['low']:+.2f} to {i['high']:+.2f})" if (i := intervals.get(n, {}).get(k)) else ""
+            for k in extra
+        }
+        said = (
+            f"- {n} against ours, embedded: accepted p50 {extra['accepted']:+.2f} ms{spread['accepted']}, "
+            f"rejected p50 {extra['rejected']:+.2f} ms{spread['rejected']}"
+        )
+        if n == CANNED:
+            md.append(
+                said + ": what asking another process at all costs on this machine (`canned_verifier.py` answers "
+                "after one HMAC check, with no HTTP framework, log line or metrics)."
+            )
+            continue
         met = max(extra.values()) <= DAEMON_TARGET_MS
+        beyond = met and any(intervals.get(n, {}).get(k, {}).get("high", 0) > DAEMON_TARGET_MS for k in extra)
+        share = ""
+        if CANNED in names:
+            own = {k: e2e[f"{k}_ms"][n]["p50"] - e2e[f"{k}_ms"][CANNED]["p50"] for k in extra}
+            share = f"; over the canned verifier {own['accepted']:+.2f} ms accepted, {own['rejected']:+.2f} ms rejected"
         md.append(
-            f"- {n} against ours, embedded: accepted p50 {extra['accepted_ms']:+.2f} ms, rejected p50 "
-            f"{extra['rejected_ms']:+.2f} ms (target: at most +{DAEMON_TARGET_MS:g} ms for both): "
-            f"{'met' if met else 'not met'}."
+            said
+            + f" (target: at most +{DAEMON_TARGET_MS:g} ms for both): {'met' if met else 'not met'}"
+            + (", though an interval reaches past it" if beyond else "")
+            + share
+            + "."
         )
     fig, axes = plt.subplots(1, 2, figsize=(max(10, 2.2 * len(names)), 4))
     for ax, key, title in ((axes[0], "accepted_ms", "accepted logins"), (axes[1], "rejected_ms", "rejected logins")):

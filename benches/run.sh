@@ -35,7 +35,7 @@ echo "== 3/6 verifier daemon under load"
 python3 "$root/benches/daemon_load.py" --bin "$bin" --json "$work/daemon.json"
 echo "== 4/6 end-to-end logins through Synapse"
 "$ours/bin/python" "$root/benches/e2e_login.py" --python-ours "$ours/bin/python" \
-  --python-original "$original/bin/python" --bin "$bin" --json "$work/e2e.json"
+  --python-original "$original/bin/python" --bin "$bin" --round-trip --json "$work/e2e.json"
 echo "== 5/6 keys from a real OpenID provider: the first login's fetch, an unknown-kid storm"
 "$ours/bin/python" "$root/benches/idp_keys.py" --bin "$bin" --json "$work/idp_keys.json"
 echo "== 6/6 scale-out: single-use tokens on SQLite and PostgreSQL, logins/s on one and two Synapse workers"
