@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import jsonschema
 import pytest
 import yaml
 from helpers import REPO, SECRET, claims, token
-from homeserver import Daemon
+from homeserver import Daemon, wait_until
 from synapse_token_auth import _native
 
 SPEC = REPO / "docs" / "openapi.yaml"
@@ -58,9 +59,17 @@ def test_openapi_lists_exactly_the_reason_codes_of_the_verifier():
 
 def test_daemon_answers_conform_to_openapi(daemon):
     schemathesis = Path(sys.executable).parent / "schemathesis"
+    config = daemon.dir / "schemathesis.toml"
+    # The registration route refuses (400) a user_id that does not name the localpart: a rule
+    # between two members, which a schema cannot state, so most generated bodies are refused on
+    # purpose and schemathesis would warn of it. Its warnings are off for that route (its
+    # checks stay on); the rule has its own test below.
+    config.write_text('[[operations]]\ninclude-path = "/v1/oauth/registration"\nwarnings = false\n')
     run = subprocess.run(
         [
             str(schemathesis),
+            "--config-file",
+            str(config),
             "run",
             str(SPEC),
             "--url",
@@ -102,3 +111,28 @@ def test_verdict_of_a_valid_token_conforms_to_openapi(daemon):
             prop["type"] = [prop["type"], "null"]
     jsonschema.validate(verdict, verdict_schema)
     assert verdict["user_id"] == "@alice:test.local" and verdict["key"] == "primary"
+
+
+def test_registration_for_another_user_than_its_localpart_is_refused(daemon):
+    def register(body: dict) -> tuple[int, dict]:
+        request = urllib.request.Request(
+            daemon.url + "/v1/oauth/registration",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as e:
+            return e.code, json.load(e)
+
+    assert register({"localpart": "alice", "user_id": "@alice:test.local"}) == (
+        200,
+        {"delivered": True, "interrupt": False, "detail": ""},
+    )
+    for user_id in ("@admin:test.local", "@alice2:test.local", "@alice:", "alice:test.local"):
+        status, body = register({"localpart": "alice", "user_id": user_id})
+        assert (status, body) == (400, {"error": "user_id is not @localpart:server_name"}), user_id
+    line = "registration request refused: user_id does not name localpart"
+    wait_until(lambda: line in daemon.log.read_text(errors="replace"), 5, "the audit line")

@@ -398,6 +398,17 @@ async fn oauth_registration(
         Ok(call) => call,
         Err(response) => return response,
     };
+    if !names_localpart(&call.user_id, &call.localpart) {
+        // The module builds both from one verdict, so a mismatch never comes from a login; the
+        // webhook must never be told of a user that is not the one registered.
+        tracing::warn!(target: "synapse_token_auth::audit", user_id = %printable(&call.user_id),
+            localpart = %printable(&call.localpart), "registration request refused: user_id does not name localpart");
+        return error(
+            &shared,
+            HttpResponse::BadRequest(),
+            "user_id is not @localpart:server_name",
+        );
+    }
     let user_id = printable(&call.user_id).into_owned();
     let policy = shared.policy.load_full();
     match policy.others.registration(call).await {
@@ -412,6 +423,16 @@ async fn oauth_registration(
     }
 }
 
+/// Whether `user_id` is `@localpart:server_name`, with neither part empty.
+fn names_localpart(user_id: &str, localpart: &str) -> bool {
+    !localpart.is_empty()
+        && user_id
+            .strip_prefix('@')
+            .and_then(|rest| rest.strip_prefix(localpart))
+            .and_then(|rest| rest.strip_prefix(':'))
+            .is_some_and(|server_name| !server_name.is_empty())
+}
+
 /// The metadata resources are public (the module serves them to anyone), so no client token.
 async fn login_metadata(name: web::Path<String>, shared: web::Data<Shared>) -> HttpResponse {
     match shared.policy.load().others.metadata(&name) {
@@ -421,5 +442,29 @@ async fn login_metadata(name: web::Path<String>, shared: web::Data<Shared>) -> H
             HttpResponse::NotFound(),
             "no such metadata resource",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_localpart;
+
+    #[test]
+    fn a_registration_names_the_user_of_its_localpart() {
+        assert!(names_localpart("@alice:test.local", "alice"));
+        assert!(names_localpart("@alice:example.org:8448", "alice"));
+        for (user_id, localpart) in [
+            ("@admin:test.local", "alice"),
+            ("@alicex:test.local", "alice"),
+            ("@alice:", "alice"),
+            ("@alice", "alice"),
+            ("alice:test.local", "alice"),
+            ("@:test.local", ""),
+        ] {
+            assert!(
+                !names_localpart(user_id, localpart),
+                "{user_id} / {localpart}"
+            );
+        }
     }
 }
