@@ -48,6 +48,18 @@ timeout_seconds = 1
     d.stop()
 
 
+def post(daemon: Daemon, path: str, body: dict) -> tuple[int, dict]:
+    """POSTs `body` as JSON to the daemon's TCP listener: the status and the JSON answered."""
+    request = urllib.request.Request(
+        daemon.url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
+
+
 def spec() -> dict:
     return yaml.safe_load(SPEC.read_text())
 
@@ -96,13 +108,10 @@ def test_daemon_answers_conform_to_openapi(daemon):
 
 
 def test_verdict_of_a_valid_token_conforms_to_openapi(daemon):
-    body = json.dumps({"token": token(claims("alice")), "user": "alice", "server_name": "test.local"}).encode()
-    request = urllib.request.Request(
-        daemon.url + "/v1/verify", data=body, headers={"Content-Type": "application/json"}, method="POST"
+    status, verdict = post(
+        daemon, "/v1/verify", {"token": token(claims("alice")), "user": "alice", "server_name": "test.local"}
     )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.status == 200
-        verdict = json.load(response)
+    assert status == 200
     schemas = spec()["components"]["schemas"]
     # OpenAPI 3.0's `nullable` is not JSON Schema: turn it into a type list for the validator.
     verdict_schema = json.loads(json.dumps(schemas["Verdict"]))
@@ -115,17 +124,7 @@ def test_verdict_of_a_valid_token_conforms_to_openapi(daemon):
 
 def test_registration_for_another_user_than_its_localpart_is_refused(daemon):
     def register(body: dict) -> tuple[int, dict]:
-        request = urllib.request.Request(
-            daemon.url + "/v1/oauth/registration",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, json.load(response)
-        except urllib.error.HTTPError as e:
-            return e.code, json.load(e)
+        return post(daemon, "/v1/oauth/registration", body)
 
     assert register({"localpart": "alice", "user_id": "@alice:test.local"}) == (
         200,

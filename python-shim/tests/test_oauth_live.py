@@ -148,11 +148,7 @@ class Setup:
         self.hook.stop()
 
     def login(self, login_type: str, user: str, token: str) -> tuple[int, dict]:
-        return self.hs.request(
-            "POST",
-            "/_matrix/client/v3/login",
-            {"type": login_type, "identifier": {"type": "m.id.user", "user": user}, "token": token},
-        )
+        return token_login(self.hs, login_type, user, token)
 
     def refused(self, login_type: str, user: str, token: str, reason: str) -> None:
         """The login gets 403 and one more log line with `reason` for `user`."""
@@ -316,11 +312,12 @@ def oauth_homeserver(tmp_path, mode: str, config: dict):
             daemon.stop()
 
 
-def oauth_login(hs, user: str, tok: str) -> tuple[int, dict]:
+def token_login(hs, login_type: str, user: str, token: str) -> tuple[int, dict]:
+    """POST /login of `login_type` with `token`, for the user `user` names."""
     return hs.request(
         "POST",
         "/_matrix/client/v3/login",
-        {"type": OAUTH, "identifier": {"type": "m.id.user", "user": user}, "token": tok},
+        {"type": login_type, "identifier": {"type": "m.id.user", "user": user}, "token": token},
     )
 
 
@@ -344,24 +341,24 @@ def test_jwt_validation_against_the_jwks_endpoint(tmp_path, mode):
     }
     try:
         with oauth_homeserver(tmp_path, mode, config) as hs:
-            status, body = oauth_login(hs, "frank", idp.user_token("frank", "urn:matrix:jwt:ES256"))
+            status, body = token_login(hs, OAUTH, "frank", idp.user_token("frank", "urn:matrix:jwt:ES256"))
             assert (status, body.get("user_id")) == (200, "@frank:test.local"), body
             # The key set was fetched once, for the first login; later logins use the cache.
             fetched = idp.requests("/jwks")
             for _ in range(3):
-                assert oauth_login(hs, "frank", idp.user_token("frank", "urn:matrix:jwt:ES256"))[0] == 200
+                assert token_login(hs, OAUTH, "frank", idp.user_token("frank", "urn:matrix:jwt:ES256"))[0] == 200
             assert idp.requests("/jwks") == fetched == 1
-            status, _ = oauth_login(hs, "@frank:test.local", idp.user_token("frank", "urn:matrix:jwt:ES256"))
+            status, _ = token_login(hs, OAUTH, "@frank:test.local", idp.user_token("frank", "urn:matrix:jwt:ES256"))
             assert status == 200
             # Single use: a token logs in once.
             tok = idp.user_token("frank", "urn:matrix:jwt:ES256")
-            assert oauth_login(hs, "frank", tok)[0] == 200
-            assert oauth_login(hs, "frank", tok)[0] == 403
+            assert token_login(hs, OAUTH, "frank", tok)[0] == 200
+            assert token_login(hs, OAUTH, "frank", tok)[0] == 403
             assert "OAuth login rejected for @frank:test.local: token_replayed" in hs.log_text()
             # Another audience fails the validator; another user's token names grace.
-            status, _ = oauth_login(hs, "frank", idp.user_token("frank", "urn:matrix:jwt:ES256:aud=elsewhere"))
+            status, _ = token_login(hs, OAUTH, "frank", idp.user_token("frank", "urn:matrix:jwt:ES256:aud=elsewhere"))
             assert status == 403
-            status, _ = oauth_login(hs, "frank", idp.user_token("grace", "urn:matrix:jwt:ES256"))
+            status, _ = token_login(hs, OAUTH, "frank", idp.user_token("grace", "urn:matrix:jwt:ES256"))
             assert status == 403
             log = hs.log_text()
             assert "OAuth login rejected for @frank:test.local: claims_rejected" in log
@@ -387,10 +384,10 @@ def test_without_username_type_the_token_alone_names_the_user(tmp_path, mode):
     try:
         with oauth_homeserver(tmp_path, mode, config) as hs:
             for identifier in ("grace", "somebody-else", "@mallory:test.local"):
-                status, body = oauth_login(hs, identifier, idp.user_token("grace", "urn:matrix:jwt:ES256"))
+                status, body = token_login(hs, OAUTH, identifier, idp.user_token("grace", "urn:matrix:jwt:ES256"))
                 assert (status, body.get("user_id")) == (200, "@grace:test.local"), (identifier, body)
             # The token still has to verify.
-            status, _ = oauth_login(hs, "grace", idp.user_token("grace", "urn:matrix:jwt:ES256:aud=elsewhere"))
+            status, _ = token_login(hs, OAUTH, "grace", idp.user_token("grace", "urn:matrix:jwt:ES256:aud=elsewhere"))
             assert status == 403
     finally:
         idp.stop()
@@ -459,9 +456,7 @@ def test_jwt_and_introspection_together(tmp_path):
     try:
 
         def login(user: str) -> int:
-            tok = idp.user_token("heidi", "urn:matrix:jwt:RS256")
-            body = {"type": OAUTH, "identifier": {"type": "m.id.user", "user": user}, "token": tok}
-            return hs.request("POST", "/_matrix/client/v3/login", body)[0]
+            return token_login(hs, OAUTH, user, idp.user_token("heidi", "urn:matrix:jwt:RS256"))[0]
 
         assert login("@heidi:test.local") == 200
         assert introspection.calls == 1
